@@ -1,0 +1,445 @@
+"""Run the real Cog HTTP server (`python -m cog.server.http`) for tests, and talk to it.
+
+`CogServer` starts the server on a free 127.0.0.1 port for one predictor, waits (bounded) until
+`/health-check` reports READY, captures the server's stdout/stderr to a file, and on exit stops the
+whole process group (SIGTERM, then SIGKILL) and reaps it. The client helpers use only the stdlib
+and every network call has a timeout.
+
+Facts about coglet (cog >= 0.23) the harness relies on:
+
+- The worker is spawned as `python -c ...` found on PATH, so the server's interpreter directory is
+  put first on PATH; otherwise the worker dies and /health-check stays STARTING for ever.
+- Input validation (422) and SSE (`Accept: text/event-stream`) need the OpenAPI schema at
+  `.cog/openapi_schema.json` relative to the server's cwd; `schema=True` writes it with
+  `scripts/schema.py` into `cwd`, so each predictor needs its own cwd (see `stage_predictor`).
+- There is no GET /predictions/{id}: async predictions report through webhooks, so the harness
+  runs a small webhook receiver on 127.0.0.1 and `get`/`wait` read what it received.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_SCRIPT = REPO_ROOT / "scripts" / "schema.py"
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
+
+Json = Any
+
+
+class CogServerError(RuntimeError):
+    """The server did not start, died, or did not answer in time; carries its captured output."""
+
+
+@dataclass(frozen=True)
+class SSEEvent:
+    event: str
+    data: Json  # the decoded JSON payload (the raw string if it is not JSON)
+    time: float  # time.monotonic() when the event arrived
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def stage_predictor(source: Path, directory: Path) -> Path:
+    """Copy a predictor file into its own (new) directory, which becomes the server's cwd."""
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(source, directory / source.name)
+    return directory
+
+
+def write_schema(
+    predictor_ref: str, cwd: Path, *, python: str = sys.executable, timeout: float = 60.0
+) -> Path:
+    """Write `<cwd>/.cog/openapi_schema.json` for `predictor_ref` with scripts/schema.py."""
+    output = cwd / ".cog" / "openapi_schema.json"
+    proc = subprocess.run(
+        [python, str(SCHEMA_SCRIPT), predictor_ref, "-o", str(output)],
+        cwd=cwd,
+        env=_child_env(python, {}),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise CogServerError(
+            f"writing the schema for {predictor_ref} failed ({proc.returncode}):\n"
+            f"{proc.stdout}{proc.stderr}"
+        )
+    return output
+
+
+def _child_env(python: str, extra: Mapping[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    bin_dir = str(Path(python).parent)
+    env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    env.pop("VIRTUAL_ENV", None)
+    env.update(extra)
+    return env
+
+
+class _WebhookReceiver:
+    """Collects the prediction payloads coglet POSTs to a webhook, keyed by prediction id."""
+
+    def __init__(self) -> None:
+        self._payloads: dict[str, list[Json]] = {}
+        self._cond = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                payload = json.loads(self.rfile.read(length) or b"null")
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                if isinstance(payload, dict) and isinstance(payload.get("id"), str):
+                    with receiver._cond:
+                        receiver._payloads.setdefault(payload["id"], []).append(payload)
+                        receiver._cond.notify_all()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/webhook"
+
+    def payloads(self, prediction_id: str) -> list[Json]:
+        with self._cond:
+            return list(self._payloads.get(prediction_id, ()))
+
+    def wait(self, prediction_id: str, timeout: float) -> Json | None:
+        """The first payload with a terminal status, or None after `timeout` seconds."""
+
+        def terminal() -> Json | None:
+            for payload in self._payloads.get(prediction_id, ()):
+                if payload.get("status") in TERMINAL_STATUSES:
+                    return payload
+            return None
+
+        with self._cond:
+            self._cond.wait_for(lambda: terminal() is not None, timeout=timeout)
+            return terminal()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+class CogServer:
+    """One `python -m cog.server.http` process serving `predictor_ref` from `cwd`."""
+
+    def __init__(
+        self,
+        predictor_ref: str,
+        *,
+        cwd: Path,
+        concurrency: int = 1,
+        env: Mapping[str, str] | None = None,
+        schema: bool = True,
+        python: str | os.PathLike[str] = sys.executable,
+        ready_statuses: Collection[str] = ("READY",),
+        startup_timeout: float = 60.0,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        self.predictor_ref = predictor_ref
+        self.cwd = Path(cwd)
+        self.concurrency = concurrency
+        self.extra_env = dict(env or {})
+        self.schema = schema
+        self.python = str(python)
+        self.ready_statuses = frozenset(ready_statuses)
+        self.startup_timeout = startup_timeout
+        self.stop_timeout = stop_timeout
+        self.port = 0
+        self.log_path = self.cwd / "cog-server.log"
+        self.setup_health: Json = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._webhooks: _WebhookReceiver | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def __enter__(self) -> CogServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._proc is None else self._proc.poll()
+
+    def start(self) -> CogServer:
+        """Start the server and wait until /health-check reports one of `ready_statuses`."""
+        if self._proc is not None:
+            raise CogServerError("server already started")
+        if self.schema:
+            write_schema(self.predictor_ref, self.cwd, python=self.python)
+        self._webhooks = _WebhookReceiver()
+        self.port = free_port()
+        env = _child_env(
+            self.python,
+            {
+                "PORT": str(self.port),
+                "COG_PREDICT_TYPE_STUB": self.predictor_ref,
+                "COG_MAX_CONCURRENCY": str(self.concurrency),
+                "PYTHONUNBUFFERED": "1",
+                **self.extra_env,
+            },
+        )
+        with self.log_path.open("wb") as log:
+            self._proc = subprocess.Popen(
+                [self.python, "-m", "cog.server.http", "--host", "127.0.0.1"],
+                cwd=self.cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: stop() reaches the worker too
+            )
+        try:
+            self.setup_health = self.wait_health(self.ready_statuses, self.startup_timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_health(self, statuses: Collection[str], timeout: float) -> Json:
+        """Poll /health-check until its status is in `statuses`; raise with the log otherwise."""
+        deadline = time.monotonic() + timeout
+        last: Json = None
+        while True:
+            if self.returncode is not None:
+                raise self.error(f"server exited with {self.returncode} (last health: {last})")
+            with contextlib.suppress(OSError, http.client.HTTPException, ValueError):
+                last = self.health(timeout=2.0)
+                if last.get("status") in statuses:
+                    return last
+                if last.get("status") in {"SETUP_FAILED", "DEFUNCT"}:
+                    raise self.error(f"server reports {last.get('status')}: {last}")
+            if time.monotonic() >= deadline:
+                raise self.error(f"no health status in {sorted(statuses)} after {timeout}s: {last}")
+            time.sleep(0.05)
+
+    def stop(self) -> int | None:
+        """Stop the server's process group (SIGTERM, then SIGKILL) and reap it. Idempotent."""
+        proc, self._proc = self._proc, None
+        if self._webhooks is not None:
+            self._webhooks.close()
+            self._webhooks = None
+        if proc is None:
+            return None
+        for sig, wait in ((signal.SIGTERM, self.stop_timeout), (signal.SIGKILL, 10.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=wait)
+                break
+        # the worker shares the group; make sure nothing of it is left behind
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        return proc.returncode
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def error(self, message: str) -> CogServerError:
+        tail = self.log_text()[-8000:]
+        return CogServerError(
+            f"{self.predictor_ref} in {self.cwd}: {message}\n--- server output ({self.log_path})"
+            f" ---\n{tail}"
+        )
+
+    # -- client ----------------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Json = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> tuple[int, Json]:
+        """One HTTP request; returns (status code, decoded JSON body or None)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            data = None if body is None else json.dumps(body).encode()
+            hdrs = {"Content-Type": "application/json"} if data is not None else {}
+            hdrs.update(headers or {})
+            conn.request(method, path, body=data, headers=hdrs)
+            resp = conn.getresponse()
+            raw = resp.read()
+        except TimeoutError as exc:
+            raise self.error(f"{method} {path}: no answer within {timeout}s") from exc
+        finally:
+            conn.close()
+        try:
+            return resp.status, json.loads(raw) if raw else None
+        except ValueError:
+            return resp.status, raw.decode(errors="replace")
+
+    def health(self, *, timeout: float = 5.0) -> Json:
+        return self.request("GET", "/health-check", timeout=timeout)[1]
+
+    def openapi(self, *, timeout: float = 5.0) -> tuple[int, Json]:
+        return self.request("GET", "/openapi.json", timeout=timeout)
+
+    def predict(
+        self,
+        input: Mapping[str, Json],
+        *,
+        id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 60.0,
+    ) -> tuple[int, Json]:
+        """Synchronous prediction: POST /predictions (or PUT /predictions/{id})."""
+        if id is None:
+            return self.request(
+                "POST", "/predictions", {"input": dict(input)}, headers=headers, timeout=timeout
+            )
+        return self.request(
+            "PUT",
+            f"/predictions/{id}",
+            {"id": id, "input": dict(input)},
+            headers=headers,
+            timeout=timeout,
+        )
+
+    def predict_stream(
+        self,
+        input: Mapping[str, Json],
+        *,
+        timeout: float = 60.0,
+    ) -> Iterator[SSEEvent]:
+        """POST /predictions with `Accept: text/event-stream`; yields events as they arrive.
+
+        `timeout` bounds both the wait for each event and the whole stream.
+        """
+        deadline = time.monotonic() + timeout
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request(
+                "POST",
+                "/predictions",
+                body=json.dumps({"input": dict(input)}).encode(),
+                headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
+            )
+            resp = conn.getresponse()
+            if resp.status != 200:
+                raise self.error(f"SSE request answered {resp.status}: {resp.read()!r}")
+            event, data_lines = "message", []
+            while True:
+                if time.monotonic() > deadline:
+                    raise self.error(f"SSE stream still open after {timeout}s")
+                try:
+                    raw = resp.readline()
+                except TimeoutError as exc:
+                    raise self.error(f"no SSE event within {timeout}s") from exc
+                if not raw:
+                    return
+                line = raw.decode().rstrip("\r\n")
+                if line:
+                    field, _, value = line.partition(":")
+                    value = value.removeprefix(" ")
+                    if field == "event":
+                        event = value
+                    elif field == "data":
+                        data_lines.append(value)
+                    continue
+                if data_lines:
+                    text = "\n".join(data_lines)
+                    try:
+                        data: Json = json.loads(text)
+                    except ValueError:
+                        data = text
+                    yield SSEEvent(event, data, time.monotonic())
+                event, data_lines = "message", []
+        finally:
+            conn.close()
+
+    def predict_async(
+        self,
+        id: str,
+        input: Mapping[str, Json],
+        *,
+        webhook: bool = True,
+        timeout: float = 30.0,
+    ) -> tuple[int, Json]:
+        """PUT /predictions/{id} with `Prefer: respond-async` (202); progress goes to a webhook."""
+        body: dict[str, Json] = {"id": id, "input": dict(input)}
+        if webhook:
+            assert self._webhooks is not None, "server not started"
+            body["webhook"] = self._webhooks.url
+        return self.request(
+            "PUT", f"/predictions/{id}", body, headers={"Prefer": "respond-async"}, timeout=timeout
+        )
+
+    def get(self, id: str) -> Json | None:
+        """What the webhooks said about prediction `id` last (None if nothing yet).
+
+        coglet may deliver webhooks out of order (a "processing" one can arrive after
+        "succeeded"), so a terminal payload wins over any later-arriving one.
+        """
+        payloads = self.webhook_payloads(id)
+        for payload in payloads:
+            if payload.get("status") in TERMINAL_STATUSES:
+                return payload
+        return payloads[-1] if payloads else None
+
+    def webhook_payloads(self, id: str) -> list[Json]:
+        assert self._webhooks is not None, "server not started"
+        return self._webhooks.payloads(id)
+
+    def wait(self, id: str, *, timeout: float = 60.0) -> Json:
+        """Block until a webhook reports prediction `id` finished; returns that payload."""
+        assert self._webhooks is not None, "server not started"
+        payload = self._webhooks.wait(id, timeout)
+        if payload is None:
+            raise self.error(f"prediction {id} not finished after {timeout}s: {self.get(id)}")
+        return payload
+
+    def cancel(self, id: str, *, timeout: float = 10.0) -> tuple[int, Json]:
+        return self.request("POST", f"/predictions/{id}/cancel", timeout=timeout)
