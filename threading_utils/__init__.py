@@ -1,0 +1,31 @@
+"""Run generators and calls in worker threads without losing the caller's context.
+
+A new thread starts with an empty ``contextvars`` context and torch's default thread-local modes,
+so per-request state — Cog's prediction scope (where ``print``, ``logging`` and
+``current_scope().record_metric()`` go), ``torch.inference_mode()``, autocast — is lost there.
+This package carries that state across, and bridges a generator running in a worker thread to an
+async or sync consumer with backpressure, error propagation and cancellation.
+
+Standard library only; torch state is carried when torch is already imported, and torch is never
+imported by this package. It does not depend on cog.
+
+Public API:
+    capture_context()                  snapshot the calling thread's state; ``.run(fn, ...)``
+    ContextThread                      a Thread whose target runs under the state at start()
+    ContextThreadPoolExecutor          an executor whose calls run under the state at submit()
+    async_generator_from_thread(...)   sync generator function -> async generator, in a thread
+    generator_from_thread(...)         sync generator function -> generator, in a thread
+    stop_requested()                   inside a producer: has its consumer gone away?
+"""
+
+from ._context import ContextThread, ContextThreadPoolExecutor, capture_context
+from ._stream import async_generator_from_thread, generator_from_thread, stop_requested
+
+__all__ = [
+    "ContextThread",
+    "ContextThreadPoolExecutor",
+    "async_generator_from_thread",
+    "capture_context",
+    "generator_from_thread",
+    "stop_requested",
+]
