@@ -20,3 +20,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
 	touch $@
+
+.PHONY: weights
+weights: $(STAMP) ## Train the byte-level model on the stdlib into weights/ (~11 min, 2 CPU cores)
+	$(PY) -m model.train
