@@ -38,6 +38,7 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_SCRIPT = REPO_ROOT / "scripts" / "schema.py"
+PREDICTORS = Path(__file__).resolve().parent / "predictors"
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
 
 Json = Any
@@ -443,3 +444,27 @@ class CogServer:
 
     def cancel(self, id: str, *, timeout: float = 10.0) -> tuple[int, Json]:
         return self.request("POST", f"/predictions/{id}/cancel", timeout=timeout)
+
+
+class CogServers:
+    """Starts servers, each in a fresh directory holding a copy of its predictor file.
+
+    Every server started through one instance is stopped by `close()` (the fixture teardown).
+    """
+
+    def __init__(self, tmp_dir: Path) -> None:
+        self._tmp_dir = tmp_dir
+        self._servers: list[CogServer] = []
+
+    def start(self, predictor: str, **kwargs: Any) -> CogServer:
+        """`predictor` is `file.py:Class` with the file in tests/predictors/."""
+        file_name, _, _ = predictor.partition(":")
+        source = PREDICTORS / file_name
+        cwd = stage_predictor(source, self._tmp_dir / f"server-{len(self._servers)}")
+        server = CogServer(predictor, cwd=cwd, **kwargs)
+        self._servers.append(server)
+        return server.start()
+
+    def close(self) -> None:
+        while self._servers:
+            self._servers.pop().stop()
