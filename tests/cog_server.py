@@ -14,6 +14,9 @@ Facts about coglet (cog >= 0.23) the harness relies on:
   `scripts/schema.py` into `cwd`, so each predictor needs its own cwd (see `stage_predictor`).
 - There is no GET /predictions/{id}: async predictions report through webhooks, so the harness
   runs a small webhook receiver on 127.0.0.1 and `get`/`wait` read what it received.
+
+The legacy Python server (cog <= 0.16, no coglet; pass its venv's `python=`) builds its schema at
+runtime (use `schema=False`) and needs a cog.yaml in its cwd, which the harness writes if absent.
 """
 
 from __future__ import annotations
@@ -177,7 +180,7 @@ class CogServer:
         self.concurrency = concurrency
         self.extra_env = dict(env or {})
         self.schema = schema
-        self.python = str(python)
+        self.python = os.path.abspath(python)  # not resolve(): keep the venv's bin dir
         self.ready_statuses = frozenset(ready_statuses)
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
@@ -215,6 +218,12 @@ class CogServer:
             raise CogServerError("server already started")
         if self.schema:
             write_schema(self.predictor_ref, self.cwd, python=self.python)
+        cog_yaml = self.cwd / "cog.yaml"
+        if not cog_yaml.exists():  # the legacy (0.16) server reads build.gpu from it
+            cog_yaml.write_text(
+                f'build:\n  gpu: false\npredict: "{self.predictor_ref}"\n'
+                f"concurrency:\n  max: {self.concurrency}\n"
+            )
         self._webhooks = _WebhookReceiver()
         self.port = free_port()
         env = _child_env(
@@ -455,6 +464,7 @@ class CogServers:
     def __init__(self, tmp_dir: Path) -> None:
         self._tmp_dir = tmp_dir
         self._servers: list[CogServer] = []
+        self._shared: dict[str, CogServer] = {}
 
     def start(self, predictor: str, **kwargs: Any) -> CogServer:
         """`predictor` is `file.py:Class` with the file in tests/predictors/."""
@@ -465,6 +475,13 @@ class CogServers:
         self._servers.append(server)
         return server.start()
 
+    def shared(self, predictor: str, **kwargs: Any) -> CogServer:
+        """Like `start`, but started once per `predictor` and reused (until `close()`)."""
+        if predictor not in self._shared:
+            self._shared[predictor] = self.start(predictor, **kwargs)
+        return self._shared[predictor]
+
     def close(self) -> None:
+        self._shared.clear()
         while self._servers:
             self._servers.pop().stop()

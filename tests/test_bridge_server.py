@@ -8,6 +8,7 @@ lines go missing and counts land on the wrong prediction.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -22,16 +23,9 @@ STREAMING_SHAPES = ["Stream", "Generator"]
 
 
 @pytest.fixture(scope="module")
-def servers(module_cog_servers: CogServers) -> dict[str, CogServer]:
-    """One server per predictor class, started on first use and shared by the module's tests."""
-
-    class Lazy(dict[str, CogServer]):
-        def __missing__(self, cls: str) -> CogServer:
-            server = module_cog_servers.start(f"bridge.py:{cls}", concurrency=CONCURRENCY)
-            self[cls] = server
-            return server
-
-    return Lazy()
+def servers(module_cog_servers: CogServers) -> Callable[[str], CogServer]:
+    """The server for a predictor class, started on first use and shared by the module's tests."""
+    return lambda cls: module_cog_servers.shared(f"bridge.py:{cls}", concurrency=CONCURRENCY)
 
 
 def expected_logs(n: int, tag: str) -> list[str]:
@@ -56,9 +50,9 @@ def is_own(n: int, tag: str, body: Any) -> bool:
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_concurrent_predictions_keep_their_own_logs_and_metrics(
-    servers: dict[str, CogServer], shape: str
+    servers: Callable[[str], CogServer], shape: str
 ) -> None:
-    results = run_concurrently(servers[f"{shape}Predictor"])
+    results = run_concurrently(servers(f"{shape}Predictor"))
     for n, tag, code, body in results:
         assert code == 200, body
         assert body["status"] == "succeeded", body
@@ -71,8 +65,10 @@ def test_concurrent_predictions_keep_their_own_logs_and_metrics(
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_plain_threads_lose_logs_or_metrics(servers: dict[str, CogServer], shape: str) -> None:
-    results = run_concurrently(servers[f"Plain{shape}Predictor"])
+def test_plain_threads_lose_logs_or_metrics(
+    servers: Callable[[str], CogServer], shape: str
+) -> None:
+    results = run_concurrently(servers(f"Plain{shape}Predictor"))
     assert all(code == 200 for _, _, code, _ in results), results
     wrong = [(tag, body) for n, tag, _, body in results if not is_own(n, tag, body)]
     assert wrong, "plain threads kept every prediction's logs and metrics: the control is broken"
@@ -80,9 +76,9 @@ def test_plain_threads_lose_logs_or_metrics(servers: dict[str, CogServer], shape
 
 @pytest.mark.parametrize("shape", STREAMING_SHAPES)
 def test_sse_stream_carries_own_logs_metrics_and_output(
-    servers: dict[str, CogServer], shape: str
+    servers: Callable[[str], CogServer], shape: str
 ) -> None:
-    server = servers[f"{shape}Predictor"]
+    server = servers(f"{shape}Predictor")
     events = list(server.predict_stream({"n": 5, "tag": "sse"}))
     kinds = [e.event for e in events]
     assert kinds[0] == "start"
@@ -98,13 +94,15 @@ def test_sse_stream_carries_own_logs_metrics_and_output(
     assert final["metrics"]["items"] == 5
 
 
-def test_returned_generator_streams_outputs_while_running(servers: dict[str, CogServer]) -> None:
+def test_returned_generator_streams_outputs_while_running(
+    servers: Callable[[str], CogServer],
+) -> None:
     """An async run() returning a threaded generator streams each item as it is made.
 
     (coglet 0.23 collects an async-generator run()'s items and sends them only at the end, so
     only this shape delivers output progressively.)
     """
-    server = servers["GeneratorPredictor"]
+    server = servers("GeneratorPredictor")
     events = list(server.predict_stream({"n": 10, "tag": "live"}))
     outputs = [e for e in events if e.event == "output"]
     completed = next(e for e in events if e.event == "completed")
