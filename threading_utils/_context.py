@@ -131,21 +131,26 @@ class ContextThread(threading.Thread):
 
     The same semantics as ``threading.Thread(context=None)`` on CPython 3.14: the thread that
     calls :meth:`start` provides the context variables (and, here, torch's modes) that the target
-    sees. Subclasses that override :meth:`run` are covered too.
+    sees. Subclasses that override :meth:`run` are covered too; calling ``run()`` directly
+    (without ``start()``) runs it in the caller's own thread and context, as for any Thread.
     """
 
-    _captured: CapturedContext | None = None
-
     def start(self) -> None:
-        self._captured = capture_context()
-        super().start()
+        captured = capture_context()
+        run = self.run  # the subclass's run(), if it overrides it
 
-    def run(self) -> None:
-        captured, self._captured = self._captured, None
-        if captured is None:  # run() called directly, in the caller's own thread and context
-            super().run()
-        else:
-            captured.run(super().run)
+        def run_in_captured_context() -> None:
+            try:
+                captured.run(run)
+            finally:
+                vars(self).pop("run", None)  # break the self -> closure -> self cycle
+
+        self.run = run_in_captured_context  # type: ignore[method-assign]
+        try:
+            super().start()
+        except BaseException:
+            vars(self).pop("run", None)
+            raise
 
 
 class ContextThreadPoolExecutor(ThreadPoolExecutor):
