@@ -236,17 +236,17 @@ class CogServer:
                 **self.extra_env,
             },
         )
-        with self.log_path.open("wb") as log:
-            self._proc = subprocess.Popen(
-                [self.python, "-m", "cog.server.http", "--host", "127.0.0.1"],
-                cwd=self.cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: stop() reaches the worker too
-            )
         try:
+            with self.log_path.open("wb") as log:
+                self._proc = subprocess.Popen(
+                    [self.python, "-m", "cog.server.http", "--host", "127.0.0.1"],
+                    cwd=self.cwd,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # own process group: stop() reaches the worker too
+                )
             self.setup_health = self.wait_health(self.ready_statuses, self.startup_timeout)
         except BaseException:
             self.stop()
