@@ -22,5 +22,5 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $@
 
 .PHONY: weights
-weights: $(STAMP) ## Train the byte-level model on the stdlib into weights/ (~11 min, 2 CPU cores)
+weights: $(STAMP) ## Train the byte-level model on the stdlib into weights/ (~10 min, 2 CPU cores)
 	$(PY) -m model.train

@@ -213,6 +213,8 @@ class Engine:
         tokens = tokens[-self.config.block_size :]
         if not tokens:
             raise ValueError("prefill needs at least one token")
+        if not all(0 <= t < self.config.vocab_size for t in tokens):
+            raise ValueError(f"token ids must be in [0, {self.config.vocab_size})")
         with torch.inference_mode():
             cache = KVCache(self.config, device=self.device, dtype=self.dtype)
             seq = SequenceState(tokens, params, cache)

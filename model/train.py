@@ -1,6 +1,6 @@
 """Train the byte-level GPT on the Python standard library's own sources.
 
-    .venv/bin/python -m model.train            # what `make weights` runs (~10 min on 2 CPU cores)
+    .venv/bin/python -m model.train            # what `make weights` runs (~8-12 min on 2 CPU cores)
     .venv/bin/python -m model.train --steps 50 --out /tmp/w   # a quick smoke run elsewhere
 
 Corpus: every ``.py`` file under ``sysconfig.get_paths()["stdlib"]``, except ``site-packages``
@@ -149,7 +149,7 @@ def log(msg: str) -> None:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m model.train", description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=default_weights_dir(), help="output directory")
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=100)
@@ -213,7 +213,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         steps_done = step + 1
-        smooth = float(loss) if math.isnan(smooth) else 0.95 * smooth + 0.05 * float(loss)
+        value = loss.item()
+        smooth = value if math.isnan(smooth) else 0.95 * smooth + 0.05 * value
         elapsed = time.perf_counter() - t_train
         if steps_done % 50 == 0 or steps_done in (1, args.steps):
             eta = elapsed / steps_done * (args.steps - steps_done)
