@@ -5,11 +5,46 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from cog_server import CogServers
+from cog_server import CogServer, stage_predictor
 
 from threading_utils._pool import default_pool
+
+PREDICTORS = Path(__file__).resolve().parent / "predictors"
+
+
+class CogServers:
+    """Starts servers, each in a fresh directory holding a copy of its predictor file.
+
+    Every server started through one instance is stopped by `close()` (the fixture teardown).
+    """
+
+    def __init__(self, tmp_dir: Path) -> None:
+        self._tmp_dir = tmp_dir
+        self._servers: list[CogServer] = []
+        self._shared: dict[str, CogServer] = {}
+
+    def start(self, predictor: str, **kwargs: Any) -> CogServer:
+        """`predictor` is `file.py:Class` with the file in tests/predictors/."""
+        file_name, _, _ = predictor.partition(":")
+        source = PREDICTORS / file_name
+        cwd = stage_predictor(source, self._tmp_dir / f"server-{len(self._servers)}")
+        server = CogServer(predictor, cwd=cwd, **kwargs)
+        self._servers.append(server)
+        return server.start()
+
+    def shared(self, predictor: str, **kwargs: Any) -> CogServer:
+        """Like `start`, but started once per `predictor` and reused (until `close()`)."""
+        if predictor not in self._shared:
+            self._shared[predictor] = self.start(predictor, **kwargs)
+        return self._shared[predictor]
+
+    def close(self) -> None:
+        self._shared.clear()
+        while self._servers:
+            self._servers.pop().stop()
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from cog_server import CogServer, CogServers
+from cog_server import CogServer
+from conftest import CogServers
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(60)]
 
@@ -36,7 +37,10 @@ def run_concurrently(server: CogServer) -> list[tuple[int, str, int, Any]]:
     """Send CONCURRENCY predictions at once; returns (n, tag, status code, body) for each."""
     jobs = [(3 + i, f"tag{i}") for i in range(CONCURRENCY)]  # distinct counts: 3..10 items
     with ThreadPoolExecutor(CONCURRENCY) as pool:
-        futures = [pool.submit(server.predict, {"n": n, "tag": tag}) for n, tag in jobs]
+        futures = [
+            pool.submit(server.predict, {"n": n, "tag": tag, "together": CONCURRENCY})
+            for n, tag in jobs
+        ]
         return [(n, tag, *f.result()) for (n, tag), f in zip(jobs, futures, strict=True)]
 
 

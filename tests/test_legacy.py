@@ -11,7 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from cog_server import REPO_ROOT, CogServer, CogServers
+from cog_server import REPO_ROOT, CogServer
+from conftest import CogServers
 
 LEGACY_PYTHON = REPO_ROOT / ".venv-legacy" / "bin" / "python"
 CONCURRENCY = 8

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cog_server import PREDICTORS, CogServers, stage_predictor, write_schema
+from cog_server import stage_predictor, write_schema
+from conftest import PREDICTORS, CogServers
 
 
 def schema_for(predictor: str, tmp_path: Path) -> Any:

@@ -117,13 +117,34 @@ async def await_thread(thread_class: Callable[..., threading.Thread], n: int, ta
     thread.join()
 
 
+_arrived: list[asyncio.Future[None]] = []
+
+
+async def rendezvous(together: int) -> None:
+    """Wait until `together` predictions have arrived, so that they really run at once.
+
+    Without it a loaded machine may serve the "concurrent" predictions one after another, and
+    then even plain threads look right (the last prediction to start is the only one running).
+    """
+    if together <= 1:
+        return
+    arrived: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    _arrived.append(arrived)
+    if len(_arrived) >= together:
+        for future in _arrived:
+            future.set_result(None)
+        _arrived.clear()
+    await asyncio.wait_for(arrived, timeout=20)
+
+
 # -- bridged variants -----------------------------------------------------------------------------
 
 
 class StreamPredictor(cog.BaseRunner):
     @cog.streaming
     @cog.concurrent(max=8)
-    async def run(self, n: int, tag: str) -> AsyncIterator[str]:
+    async def run(self, n: int, tag: str, together: int = 1) -> AsyncIterator[str]:
+        await rendezvous(together)
         async for item in threaded_stream(n, tag):
             yield item
 
@@ -131,13 +152,15 @@ class StreamPredictor(cog.BaseRunner):
 class GeneratorPredictor(cog.BaseRunner):
     @cog.streaming
     @cog.concurrent(max=8)
-    async def run(self, n: int, tag: str) -> Iterator[str]:
+    async def run(self, n: int, tag: str, together: int = 1) -> Iterator[str]:
+        await rendezvous(together)
         return threaded_generator(n, tag)
 
 
 class ThreadPredictor(cog.BaseRunner):
     @cog.concurrent(max=8)
-    async def run(self, n: int, tag: str) -> str:
+    async def run(self, n: int, tag: str, together: int = 1) -> str:
+        await rendezvous(together)
         await await_thread(ContextThread, n, tag)
         return f"{tag} done"
 
@@ -148,7 +171,8 @@ class ThreadPredictor(cog.BaseRunner):
 class PlainStreamPredictor(cog.BaseRunner):
     @cog.streaming
     @cog.concurrent(max=8)
-    async def run(self, n: int, tag: str) -> AsyncIterator[str]:
+    async def run(self, n: int, tag: str, together: int = 1) -> AsyncIterator[str]:
+        await rendezvous(together)
         async for item in plain_async_stream(n, tag):
             yield item
 
@@ -156,12 +180,14 @@ class PlainStreamPredictor(cog.BaseRunner):
 class PlainGeneratorPredictor(cog.BaseRunner):
     @cog.streaming
     @cog.concurrent(max=8)
-    async def run(self, n: int, tag: str) -> Iterator[str]:
+    async def run(self, n: int, tag: str, together: int = 1) -> Iterator[str]:
+        await rendezvous(together)
         return plain_generator(n, tag)
 
 
 class PlainThreadPredictor(cog.BaseRunner):
     @cog.concurrent(max=8)
-    async def run(self, n: int, tag: str) -> str:
+    async def run(self, n: int, tag: str, together: int = 1) -> str:
+        await rendezvous(together)
         await await_thread(threading.Thread, n, tag)
         return f"{tag} done"

@@ -1,4 +1,6 @@
-"""Run the real Cog HTTP server (`python -m cog.server.http`) for tests, and talk to it.
+"""Run the real Cog HTTP server (`python -m cog.server.http`) locally, and talk to it.
+
+Used by the tests and by `make predict` (scripts/local_predict.py).
 
 `CogServer` starts the server on a free 127.0.0.1 port for one predictor, waits (bounded) until
 `/health-check` reports READY, captures the server's stdout/stderr to a file, and on exit stops the
@@ -41,7 +43,6 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_SCRIPT = REPO_ROOT / "scripts" / "schema.py"
-PREDICTORS = Path(__file__).resolve().parent / "predictors"
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
 
 Json = Any
@@ -185,7 +186,7 @@ class CogServer:
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self.port = 0
-        self.log_path = self.cwd / "cog-server.log"
+        self.log_path = self.cwd / ".cog" / "server.log"
         self.setup_health: Json = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._webhooks: _WebhookReceiver | None = None
@@ -237,6 +238,7 @@ class CogServer:
             },
         )
         try:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
             with self.log_path.open("wb") as log:
                 self._proc = subprocess.Popen(
                     [self.python, "-m", "cog.server.http", "--host", "127.0.0.1"],
@@ -453,35 +455,3 @@ class CogServer:
 
     def cancel(self, id: str, *, timeout: float = 10.0) -> tuple[int, Json]:
         return self.request("POST", f"/predictions/{id}/cancel", timeout=timeout)
-
-
-class CogServers:
-    """Starts servers, each in a fresh directory holding a copy of its predictor file.
-
-    Every server started through one instance is stopped by `close()` (the fixture teardown).
-    """
-
-    def __init__(self, tmp_dir: Path) -> None:
-        self._tmp_dir = tmp_dir
-        self._servers: list[CogServer] = []
-        self._shared: dict[str, CogServer] = {}
-
-    def start(self, predictor: str, **kwargs: Any) -> CogServer:
-        """`predictor` is `file.py:Class` with the file in tests/predictors/."""
-        file_name, _, _ = predictor.partition(":")
-        source = PREDICTORS / file_name
-        cwd = stage_predictor(source, self._tmp_dir / f"server-{len(self._servers)}")
-        server = CogServer(predictor, cwd=cwd, **kwargs)
-        self._servers.append(server)
-        return server.start()
-
-    def shared(self, predictor: str, **kwargs: Any) -> CogServer:
-        """Like `start`, but started once per `predictor` and reused (until `close()`)."""
-        if predictor not in self._shared:
-            self._shared[predictor] = self.start(predictor, **kwargs)
-        return self._shared[predictor]
-
-    def close(self) -> None:
-        self._shared.clear()
-        while self._servers:
-            self._servers.pop().stop()
