@@ -55,7 +55,9 @@ def test_seed_bridge_forwards_the_producers_exception_after_its_items():
 
 def test_benchmark_functions_and_report():
     throughput, latency = asyncio.run(
-        bench_bridge.run_benchmark(target_s=0.02, rounds=1, samples=30, interval=0.0005)
+        bench_bridge.run_benchmark(
+            target_s=0.02, rounds=1, samples=30, latency_rounds=1, interval=0.0005
+        )
     )
     names = {t.name for t in throughput}
     assert {bench_bridge.RAW, bench_bridge.SEED, bench_bridge.TU} <= names
@@ -64,7 +66,7 @@ def test_benchmark_functions_and_report():
     assert all(len(lat.samples) == 30 for lat in latency)
     assert all(0 < delay < 1 for lat in latency for delay in lat.samples)
 
-    report = bench_bridge.format_report(throughput, latency, rounds=1, interval=0.0005)
+    report = bench_bridge.format_report(throughput, latency, interval=0.0005)
     assert report.splitlines()[1].startswith("Machine: ")
     for heading in ("Throughput:", "Hand-off latency:", "Targets:"):
         assert heading in report
