@@ -1,0 +1,299 @@
+"""The template (predict.py, examples/) on the real Cog server, as a user would drive it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cog_server import REPO_ROOT, CogServer, stage_predictor
+from conftest import PREDICTORS, wait_until
+
+pytestmark = [pytest.mark.server, pytest.mark.timeout(180)]
+
+CONCURRENCY = 8
+FIB = "def fibonacci(n):"
+
+
+def start(directory: Path, source: Path, ref: str, **kwargs: Any) -> CogServer:
+    return CogServer(ref, cwd=stage_predictor(source, directory), **kwargs).start()
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CogServer]:
+    """predict.py as shipped, 8 slots: the server `make serve` runs."""
+    server = start(
+        tmp_path_factory.mktemp("template"),
+        REPO_ROOT / "predict.py",
+        "predict.py:Predictor",
+        concurrency=CONCURRENCY,
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def probed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., CogServer]]:
+    """Servers for the probe predictors (tests/predictors/template_probes.py), one per class."""
+    servers: dict[str, CogServer] = {}
+
+    def get(cls: str, concurrency: int = 1, **env: str) -> CogServer:
+        key = f"{cls}-{concurrency}-{sorted(env.items())}"
+        if key not in servers:
+            directory = tmp_path_factory.mktemp(cls)
+            probe = directory / "probe.jsonl"
+            servers[key] = start(
+                directory,
+                PREDICTORS / "template_probes.py",
+                f"template_probes.py:{cls}",
+                concurrency=concurrency,
+                env={"PROBE_FILE": str(probe), **env},
+            )
+        return servers[key]
+
+    yield get
+    for server in servers.values():
+        server.stop()
+
+
+def probe_records(server: CogServer) -> list[dict[str, Any]]:
+    path = Path(server.extra_env["PROBE_FILE"])
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def succeeded(server: CogServer, **inputs: Any) -> dict[str, Any]:
+    code, body = server.predict(inputs, timeout=120)
+    assert code == 200, body
+    assert body["status"] == "succeeded", body
+    return body
+
+
+# ── predict.py ────────────────────────────────────────────────────────────────────────────────
+
+
+def test_setup_reports_the_device_and_dtype(template: CogServer) -> None:
+    assert "model ready on cpu (torch.float32)" in template.setup_health["setup"]["logs"]
+
+
+def test_output_streams_live_over_sse(template: CogServer) -> None:
+    sent = time.monotonic()
+    events = list(template.predict_stream({"prompt": FIB, "max_new_tokens": 300, "seed": 1}))
+    outputs = [e for e in events if e.event == "output"]
+    completed = events[-1]
+    assert completed.event == "completed"
+    assert completed.data["status"] == "succeeded"
+    assert completed.data["metrics"]["output_token_count"] == 300
+    assert len(outputs) > 100  # piece by piece, not one final blob
+    assert outputs[0].time - sent < 0.3 * (completed.time - sent)
+
+
+def test_concurrent_predictions_keep_their_own_output_logs_and_metrics(
+    template: CogServer,
+) -> None:
+    from model import load_model
+
+    engine = load_model()
+    for round_ in range(2):
+        jobs = [
+            {"prompt": f"# job {round_}.{i}\nimport ", "max_new_tokens": 40 + 13 * i, "seed": i}
+            for i in range(CONCURRENCY)
+        ]
+        with ThreadPoolExecutor(CONCURRENCY) as pool:
+            bodies = list(pool.map(lambda job: succeeded(template, **job), jobs))
+        for job, body in zip(jobs, bodies, strict=True):
+            n = job["max_new_tokens"]
+            expected = "".join(
+                engine.generate(
+                    job["prompt"], max_new_tokens=n, temperature=0.8, top_p=0.95, seed=job["seed"]
+                )
+            )
+            assert "".join(body["output"]) == expected
+            metrics = body["metrics"]
+            assert metrics["output_token_count"] == n
+            assert metrics["input_token_count"] == len(job["prompt"].encode())
+            assert 0 < metrics["time_to_first_token"] < metrics["predict_time"]
+            assert metrics["tokens_per_second"] > 0
+            lines = body["logs"].splitlines()
+            assert lines[0] == f"generating up to {n} tokens (seed {job['seed']})"
+            assert len(lines) == 2
+            assert lines[1].startswith(f"generated {n} tokens in ")
+
+
+def test_a_random_seed_is_reported_as_a_metric(template: CogServer) -> None:
+    body = succeeded(template, prompt=FIB, max_new_tokens=5)
+    seed = body["metrics"]["seed"]
+    assert f"(seed {seed})" in body["logs"]
+
+
+def test_a_ninth_concurrent_prediction_gets_409_and_the_server_stays_healthy(
+    template: CogServer,
+) -> None:
+    ids = [f"busy-{uuid.uuid4().hex[:8]}" for _ in range(CONCURRENCY)]
+    for id_ in ids:
+        code, body = template.predict_async(id_, {"prompt": FIB, "max_new_tokens": 2048})
+        assert code == 202, body
+    code, body = template.predict({"prompt": FIB, "max_new_tokens": 5})
+    assert code == 409, body
+    assert "capacity" in body["error"]
+    for id_ in ids:
+        template.cancel(id_)
+    for id_ in ids:
+        assert template.wait(id_, timeout=60)["status"] == "canceled"
+    wait_until(lambda: template.health()["status"] == "READY", timeout=30, what="free slots")
+    succeeded(template, prompt=FIB, max_new_tokens=5)
+
+
+BAD_INPUTS = {
+    "wrong type": {"prompt": FIB, "max_new_tokens": "many"},
+    "float for int": {"prompt": FIB, "max_new_tokens": 2.5},
+    "too many tokens": {"prompt": FIB, "max_new_tokens": 1_000_000},
+    "zero tokens": {"prompt": FIB, "max_new_tokens": 0},
+    "negative temperature": {"prompt": FIB, "temperature": -1},
+    "top_p zero": {"prompt": FIB, "top_p": 0},
+    "top_k too big": {"prompt": FIB, "top_k": 100_000},
+    "negative seed": {"prompt": FIB, "seed": -5},
+    "huge seed": {"prompt": FIB, "seed": 2**80},
+    "missing prompt": {"max_new_tokens": 5},
+    "prompt not a string": {"prompt": ["def"]},
+    "1 MB prompt": {"prompt": "x" * 1_000_000},
+}
+
+
+@pytest.mark.parametrize("inputs", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
+def test_bad_input_gets_a_422_that_names_the_field(template: CogServer, inputs: Any) -> None:
+    code, body = template.predict(inputs)
+    assert code == 422, body
+    assert body["detail"][0]["loc"][:2] == ["body", "input"]
+
+
+@pytest.mark.parametrize("payload", [{"input": "def f():"}, {"input": [1, 2]}, {"nothing": 1}])
+def test_a_request_that_is_not_an_input_object_is_rejected(
+    template: CogServer, payload: Any
+) -> None:
+    code, body = template.request("POST", "/predictions", payload)
+    assert code in (400, 422), body
+    succeeded(template, prompt=FIB, max_new_tokens=3)
+
+
+ODD_PROMPTS = {
+    "empty": "",
+    "nul and controls": "\x00\x01\x1b[31m\r\n\t",
+    "emoji and zwj": "👩‍👩‍👧‍👦 🏳️‍🌈",
+    "rtl and combining": "שלום ̀a᷀",
+    "non-characters": "\ufffe\uffff\U0010ffff",
+    "lone surrogate escape": "\\ud800",
+}
+
+
+@pytest.mark.parametrize("prompt", ODD_PROMPTS.values(), ids=ODD_PROMPTS.keys())
+def test_odd_unicode_prompts_generate_valid_text(template: CogServer, prompt: str) -> None:
+    body = succeeded(template, prompt=prompt, max_new_tokens=20, seed=3)
+    "".join(body["output"]).encode("utf-8")  # valid UTF-8: no half characters, no surrogates
+    assert body["metrics"]["output_token_count"] == 20
+
+
+def test_unknown_input_fields_are_ignored_not_fatal(template: CogServer) -> None:
+    body = succeeded(template, prompt=FIB, max_new_tokens=3, bogus=True)
+    assert body["metrics"]["output_token_count"] == 3
+
+
+def test_a_model_error_mid_stream_fails_the_prediction_with_its_message(
+    probed: Callable[..., CogServer],
+) -> None:
+    server = probed("MainProbe", FAIL_AT="7")
+    events = list(server.predict_stream({"prompt": FIB, "max_new_tokens": 50, "seed": 2}))
+    final = events[-1].data
+    assert final["status"] == "failed"
+    assert "model exploded at token 7" in final["error"]
+    assert len("".join(e.data["chunk"] for e in events if e.event == "output")) <= 7
+    assert server.health()["status"] == "READY"
+
+
+# ── weights ───────────────────────────────────────────────────────────────────────────────────
+
+
+def test_cog_weights_pointing_at_a_copy_of_the_weights_works(tmp_path: Path) -> None:
+    copy = tmp_path / "my-weights"
+    shutil.copytree(REPO_ROOT / "weights", copy)
+    with CogServer(
+        "predict.py:Predictor",
+        cwd=stage_predictor(REPO_ROOT / "predict.py", tmp_path / "srv"),
+        env={"COG_WEIGHTS": str(copy)},
+    ) as server:
+        body = succeeded(server, prompt=FIB, max_new_tokens=10, seed=1)
+    assert body["metrics"]["output_token_count"] == 10
+
+
+def test_cog_weights_pointing_at_a_missing_file_fails_setup_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "model.safetensors"
+    server = CogServer(
+        "predict.py:Predictor",
+        cwd=stage_predictor(REPO_ROOT / "predict.py", tmp_path / "srv"),
+        env={"COG_WEIGHTS": str(missing)},
+        ready_statuses=("SETUP_FAILED",),
+    )
+    with server:
+        assert str(missing) in server.setup_health["setup"]["logs"]
+        code, body = server.predict({"prompt": FIB})
+        assert code == 503, body
+
+
+# ── cancellation, per predictor shape ─────────────────────────────────────────────────────────
+
+
+def cancel_mid_generation(server: CogServer) -> tuple[float, dict[str, Any]]:
+    """Start a long generation, cancel it once output flows; returns (time cancelled, result)."""
+    id_ = f"cancel-{uuid.uuid4().hex[:8]}"
+    code, body = server.predict_async(id_, {"prompt": FIB, "max_new_tokens": 2048, "seed": 111})
+    assert code == 202, body
+    wait_until(lambda: "generating" in ((server.get(id_) or {}).get("logs") or ""), timeout=30)
+    cancelled_at = time.time()
+    assert server.cancel(id_)[0] == 200
+    return cancelled_at, server.wait(id_, timeout=30)
+
+
+@pytest.mark.parametrize("cls", ["SyncProbe", "AsyncYieldProbe"])
+def test_a_cancel_stops_the_model_within_a_second_and_leaks_nothing(
+    probed: Callable[..., CogServer], cls: str
+) -> None:
+    server = probed(cls)
+    before = len(probe_records(server))
+    cancelled_at, result = cancel_mid_generation(server)
+    assert result["status"] == "canceled"
+    wait_until(lambda: len(probe_records(server)) > before, timeout=5, what="the model to stop")
+    stopped = probe_records(server)[before]
+    assert stopped["tokens"] < 2048
+    assert stopped["ended"] - cancelled_at < 1.0
+    after = succeeded(server, prompt=FIB, max_new_tokens=5, seed=5)
+    assert "seed 111" not in after["logs"]
+    assert after["logs"].splitlines()[0] == "generating up to 5 tokens (seed 5)"
+    assert len(after["logs"].splitlines()) == 2
+
+
+def test_the_sync_example_streams_live(probed: Callable[..., CogServer]) -> None:
+    server = probed("SyncProbe")
+    sent = time.monotonic()
+    events = list(server.predict_stream({"prompt": FIB, "max_new_tokens": 300, "seed": 1}))
+    outputs = [e for e in events if e.event == "output"]
+    assert events[-1].data["status"] == "succeeded"
+    assert outputs[0].time - sent < 0.3 * (events[-1].time - sent)
+
+
+def test_the_async_yield_example_runs_predictions_concurrently(
+    probed: Callable[..., CogServer],
+) -> None:
+    server = probed("AsyncYieldProbe", concurrency=4)
+    jobs = [{"prompt": FIB, "max_new_tokens": 30 + i, "seed": i} for i in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        bodies = list(pool.map(lambda job: succeeded(server, **job), jobs))
+    for job, body in zip(jobs, bodies, strict=True):
+        assert body["metrics"]["output_token_count"] == job["max_new_tokens"]
+        assert body["logs"].splitlines()[0] == (
+            f"generating up to {job['max_new_tokens']} tokens (seed {job['seed']})"
+        )
