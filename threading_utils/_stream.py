@@ -225,10 +225,14 @@ class _Stream(Generic[T]):
 
     # ── consumer side ─────────────────────────────────────────────────────────────────────────
 
-    def took_item(self) -> None:
-        """Called by the consumer after ``popleft`` when the producer is waiting for room."""
-        if len(self.items) <= self.low:
-            self.space.set()
+    def resume_producer(self) -> None:
+        """Called by the consumer once the queue is down to ``low`` while the producer waits.
+
+        Clearing ``producer_waiting`` first makes this happen once per wait, not once per item
+        until the producer thread gets the GIL back (it re-checks the length after waking).
+        """
+        self.producer_waiting = False
+        self.space.set()
 
     def publish(self, waiter: Callable[[], object]) -> bool:
         """Publish ``waiter``; False (and nothing published) if there is already work to do."""
@@ -344,12 +348,13 @@ async def _consume_async(stream: _Stream[T]) -> AsyncGenerator[T, None]:
     stream.start()
     items = stream.items
     popleft = items.popleft
+    low = stream.low
     try:
         while True:
             if items:
                 item = popleft()
-                if stream.producer_waiting:
-                    stream.took_item()
+                if stream.producer_waiting and len(items) <= low:
+                    stream.resume_producer()
                 yield item
             elif stream.done:
                 if not items:
@@ -366,12 +371,13 @@ def _consume_sync(stream: _Stream[T]) -> Generator[T, None, None]:
     stream.start()
     items = stream.items
     popleft = items.popleft
+    low = stream.low
     try:
         while True:
             if items:
                 item = popleft()
-                if stream.producer_waiting:
-                    stream.took_item()
+                if stream.producer_waiting and len(items) <= low:
+                    stream.resume_producer()
                 yield item
             elif stream.done:
                 if not items:
