@@ -21,7 +21,7 @@ from threading_utils import generator_from_thread, stop_requested
 
 MAX_CONCURRENCY = 8  # predictions at once; `make serve` passes it to the server as well
 MAX_NEW_TOKENS = 2048  # upper bound of the input: ~3-4 s on 2 CPU cores, far less on a GPU
-MAX_PROMPT_CHARS = 65_536  # longer prompts get HTTP 422; the model reads only the last 512 bytes
+MAX_PROMPT_CHARS = 65_536  # longer prompts get HTTP 422; the model reads only the last 256 bytes
 PROGRESS_EVERY = 256  # tokens between progress lines in the logs
 
 

@@ -136,7 +136,7 @@ def test_a_ninth_concurrent_prediction_gets_409_and_the_server_stays_healthy(
 ) -> None:
     ids = [f"busy-{uuid.uuid4().hex[:8]}" for _ in range(CONCURRENCY)]
     for id_ in ids:
-        code, body = template.predict_async(id_, {"prompt": FIB, "max_new_tokens": 2048})
+        code, body = template.predict_async(id_, {"prompt": FIB, "max_new_tokens": 600})
         assert code == 202, body
     code, body = template.predict({"prompt": FIB, "max_new_tokens": 5})
     assert code == 409, body
@@ -297,3 +297,23 @@ def test_the_async_yield_example_runs_predictions_concurrently(
         assert body["logs"].splitlines()[0] == (
             f"generating up to {job['max_new_tokens']} tokens (seed {job['seed']})"
         )
+
+
+def test_cancelling_predict_py_takes_effect_when_its_generation_ends(
+    probed: Callable[..., CogServer],
+) -> None:
+    """Known upstream limitation, pinned so that a fix in coglet shows up here.
+
+    coglet 0.23 iterates the generator an async run() returns to its end and never closes it
+    on cancel, so the bridge's consumer never leaves: the prediction reports "canceled" only
+    once the model has generated max_new_tokens. (The examples' shapes stop within a second.)
+    """
+    server = probed("MainProbe")
+    before = len(probe_records(server))
+    id_ = f"cancel-{uuid.uuid4().hex[:8]}"
+    assert server.predict_async(id_, {"prompt": FIB, "max_new_tokens": 400, "seed": 7})[0] == 202
+    wait_until(lambda: "generating" in ((server.get(id_) or {}).get("logs") or ""), timeout=30)
+    assert server.cancel(id_)[0] == 200
+    assert server.wait(id_, timeout=60)["status"] == "canceled"
+    wait_until(lambda: len(probe_records(server)) > before, timeout=5)
+    assert probe_records(server)[before]["tokens"] == 400
