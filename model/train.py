@@ -3,10 +3,12 @@
     .venv/bin/python -m model.train            # what `make weights` runs (~8-12 min on 2 CPU cores)
     .venv/bin/python -m model.train --steps 50 --out /tmp/w   # a quick smoke run elsewhere
 
-Corpus: every ``.py`` file under ``sysconfig.get_paths()["stdlib"]``, except ``site-packages``
-and test directories (``test``, ``tests``, ``idle_test``), in sorted order. A file goes to the
-validation split when the SHA-256 of its relative path is 0 mod 20 (about 5% of files), so the
-split is deterministic and does not depend on which other files exist.
+Corpus: every ``.py`` file under ``sysconfig.get_paths()["stdlib"]``, in sorted order, except
+``site-packages``, test directories (``test``, ``tests``, ``idle_test``) and two packages that
+are generated data rather than code (``encodings``: codec tables; ``pydoc_data``: the docs as one
+string). A file goes to the validation split when the SHA-256 of its relative path is 0 mod 20
+(about 5% of files), so the split is deterministic and does not depend on which other files exist.
+Training windows are random: half start anywhere, half at the start of a line.
 
 Writes ``config.json``, ``model.safetensors`` (fp16 storage) and ``README.md`` into ``--out``
 (default: the repository's ``weights/``). The reported validation loss (nats per byte) is measured
@@ -36,7 +38,9 @@ from .engine import CONFIG_NAME, WEIGHTS_NAME, default_weights_dir, load_model
 from .gpt import GPT, GPTConfig
 
 EXCLUDED_DIRS = frozenset({"site-packages", "test", "tests", "idle_test", "__pycache__"})
+DATA_PACKAGES = frozenset({"encodings", "pydoc_data"})  # generated tables and prose, not code
 VAL_MODULUS = 20
+SAMPLE_TOKENS = 300
 EVAL_WINDOWS = 128  # the fixed validation sample: 128 windows x block_size bytes
 
 
@@ -47,11 +51,13 @@ def stdlib_root() -> Path:
 def corpus_files(root: Path | None = None) -> list[Path]:
     """Sorted relative paths of the corpus' .py files."""
     root = root or stdlib_root()
-    files = [
-        p.relative_to(root)
-        for p in root.rglob("*.py")
-        if not EXCLUDED_DIRS.intersection(p.relative_to(root).parts[:-1])
-    ]
+    files = []
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root)
+        dirs = rel.parts[:-1]
+        if EXCLUDED_DIRS.intersection(dirs) or (dirs and dirs[0] in DATA_PACKAGES):
+            continue
+        files.append(rel)
     return sorted(files)
 
 
@@ -109,9 +115,27 @@ def evaluate(model: GPT, windows: Tensor, batch_size: int = 16) -> float:
     return total / count
 
 
-def get_batch(stream: Tensor, batch_size: int, block_size: int, gen: torch.Generator) -> Tensor:
-    """Random windows (B, T+1) of the training stream."""
-    starts = torch.randint(0, stream.numel() - block_size - 1, (batch_size,), generator=gen)
+def line_starts(stream: Tensor, block_size: int) -> Tensor:
+    """Offsets (N,) where a line begins and a whole window (block_size + 1) still fits."""
+    starts = torch.cat(
+        [torch.zeros(1, dtype=torch.long), (stream == ord("\n")).nonzero()[:, 0] + 1]
+    )
+    return starts[starts < stream.numel() - block_size - 1]
+
+
+def get_batch(
+    stream: Tensor, lines: Tensor, batch_size: int, block_size: int, gen: torch.Generator
+) -> Tensor:
+    """Random windows (B, T+1) of the training stream.
+
+    Half start anywhere, half at the start of a line (``lines``, from ``line_starts``): prompts
+    usually begin a line at column 0, while truncated prompts and slid windows begin mid-line,
+    and the model should know both.
+    """
+    anywhere = torch.randint(0, stream.numel() - block_size - 1, (batch_size,), generator=gen)
+    at_line = lines[torch.randint(0, lines.numel(), (batch_size,), generator=gen)]
+    aligned = torch.rand(batch_size, generator=gen) < 0.5
+    starts = torch.where(aligned, at_line, anywhere)
     return torch.stack([stream[s : s + block_size + 1] for s in starts.tolist()]).long()
 
 
@@ -197,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         betas=(0.9, 0.95),
     )
     gen = torch.Generator().manual_seed(args.seed)
+    lines = line_starts(train, config.block_size)
     tokens_per_step = args.batch_size * config.block_size
     t_train = time.perf_counter()
     steps_done = 0
@@ -204,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for step in range(args.steps):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
-        batch = get_batch(train, args.batch_size, config.block_size, gen)  # (B, T+1)
+        batch = get_batch(train, lines, args.batch_size, config.block_size, gen)  # (B, T+1)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
             logits = model(batch[:, :-1])  # (B, T, V)
         loss = F.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten())
@@ -237,8 +262,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not args.no_full_val:
         full_val = evaluate(engine.model, chunk_windows(val, config.block_size))
         log(f"full validation split loss: {full_val:.3f} nats/byte")
-    sample = "".join(engine.generate("def fibonacci(n):", max_new_tokens=200, temperature=0.0))
-    log("greedy sample:\ndef fibonacci(n):" + sample)
+    prompt = "def fibonacci(n):"
+    samples = {
+        f"greedy (temperature 0), {SAMPLE_TOKENS} bytes": "".join(
+            engine.generate(prompt, max_new_tokens=SAMPLE_TOKENS, temperature=0.0)
+        ),
+        f"temperature 0.7, seed 0, {SAMPLE_TOKENS} bytes": "".join(
+            engine.generate(prompt, max_new_tokens=SAMPLE_TOKENS, temperature=0.7, seed=0)
+        ),
+    }
+    for title, text in samples.items():
+        log(f"{title}:\n{prompt}{text}")
     wall = time.perf_counter() - t0
     write_readme(
         args.out,
@@ -257,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         train_time=train_time,
         wall=wall,
         command=command,
-        sample="def fibonacci(n):" + sample,
+        samples={title: prompt + text for title, text in samples.items()},
     )
     log(f"wrote {args.out} in {fmt_time(wall)}")
 
@@ -280,7 +314,7 @@ def write_readme(
     train_time: float,
     wall: float,
     command: str,
-    sample: str,
+    samples: dict[str, str],
 ) -> None:
     tokens = steps * args.batch_size * config.block_size
     full = (
@@ -302,8 +336,9 @@ That is nats per byte, on the fixed validation sample ({EVAL_WINDOWS} evenly spa
 saved fp16 weights loaded in fp32 on the CPU. `tests/test_model_weights.py` recomputes it.
 
 {full}- corpus: the Python {python} standard library's own `.py` files (no `site-packages`, no test
-  directories), sorted; {n_train} train files ({train_bytes:,} bytes), {n_val} validation files
-  ({val_bytes:,} bytes), split by a hash of each file's path
+  directories, no `encodings` or `pydoc_data`), sorted; {n_train} train files
+  ({train_bytes:,} bytes), {n_val} validation files ({val_bytes:,} bytes), split by a hash of
+  each file's path
 - config: `{json_config(config)}`
 - steps: {steps}, batch: {args.batch_size} x {config.block_size} bytes ({tokens:,} bytes seen),
   AdamW lr {args.lr} (warmup {args.warmup}, cosine to lr/10), weight decay 0.1, seed {args.seed}
@@ -312,12 +347,10 @@ saved fp16 weights loaded in fp32 on the CPU. `tests/test_model_weights.py` reco
 - wall time: {fmt_time(wall)} in all ({fmt_time(train_time)} of training)
 - command: `{command}`{note}
 
-Greedy continuation of `def fibonacci(n):` (200 bytes):
-
-{fence}python
-{sample}
-{fence}
+Continuations of `def fibonacci(n):` written at the end of training:
 """
+    for title, sample in samples.items():
+        text += f"\n{title}:\n\n{fence}python\n{sample}\n{fence}\n"
     (out / "README.md").write_text(text)
 
 
