@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import cast
 
-from cog import ConcatenateIterator, Input
+from cog import ConcatenateIterator, Input, streaming
 
 import predict
 from threading_utils import generator_from_thread
@@ -22,6 +22,7 @@ _stream = generator_from_thread()(predict.stream_tokens)
 
 
 class Predictor(predict.Predictor):  # same setup(): loads the model, prints device and dtype
+    @streaming
     def run(  # type: ignore[override]  # sync on purpose: this is the sync shape
         self,
         prompt: str = Input(description="Text to continue", max_length=predict.MAX_PROMPT_CHARS),

@@ -144,7 +144,8 @@ def test_a_ninth_concurrent_prediction_gets_409_and_the_server_stays_healthy(
     for id_ in ids:
         template.cancel(id_)
     for id_ in ids:
-        assert template.wait(id_, timeout=60)["status"] == "canceled"
+        result = template.wait(id_, timeout=60)
+        assert result["status"] == "canceled", result
     wait_until(lambda: template.health()["status"] == "READY", timeout=30, what="free slots")
     succeeded(template, prompt=FIB, max_new_tokens=5)
 
