@@ -139,12 +139,11 @@ def get_batch(
     return torch.stack([stream[s : s + block_size + 1] for s in starts.tolist()]).long()
 
 
-def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
-    """Linear warmup, then cosine decay to lr / 10."""
+def lr_at(step: int, progress: float, lr: float, warmup: int) -> float:
+    """Linear warmup over ``warmup`` steps, then cosine decay to lr / 10 as progress reaches 1."""
     if step < warmup:
         return lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+    return lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
 
 
 def bf16_supported() -> bool:
@@ -180,7 +179,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=1337)
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     ap.add_argument("--amp", choices=["auto", "on", "off"], default="auto", help="CPU bf16")
-    ap.add_argument("--max-minutes", type=float, default=14.0, help="stop training early")
+    ap.add_argument(
+        "--max-minutes",
+        type=float,
+        default=13.0,
+        help="training time budget: the schedule ends at --steps or at this, whichever is first",
+    )
     ap.add_argument("--no-full-val", action="store_true", help="skip the full-split loss")
     for name, default in GPTConfig().to_dict().items():
         ap.add_argument(f"--{name.replace('_', '-')}", type=int, default=default)
@@ -224,11 +228,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     lines = line_starts(train, config.block_size)
     tokens_per_step = args.batch_size * config.block_size
     t_train = time.perf_counter()
+    budget = args.max_minutes * 60
     steps_done = 0
+    elapsed = 0.0
     smooth = float("nan")
-    for step in range(args.steps):
+    # Progress is the step count or the time budget, whichever is further along: on a machine
+    # fast enough the run is exactly --steps steps; on a busy one the schedule still completes.
+    while (progress := max(steps_done / args.steps, elapsed / budget)) < 1.0:
+        step = steps_done
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+            group["lr"] = lr_at(step, progress, args.lr, args.warmup)
         batch = get_batch(train, lines, args.batch_size, config.block_size, gen)  # (B, T+1)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
             logits = model(batch[:, :-1])  # (B, T, V)
@@ -242,17 +251,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         smooth = value if math.isnan(smooth) else 0.95 * smooth + 0.05 * value
         elapsed = time.perf_counter() - t_train
         if steps_done % 50 == 0 or steps_done in (1, args.steps):
-            eta = elapsed / steps_done * (args.steps - steps_done)
+            eta = min(elapsed / steps_done * (args.steps - steps_done), budget - elapsed)
             log(
                 f"step {steps_done:5d}/{args.steps} loss {smooth:.3f} "
                 f"lr {optimizer.param_groups[0]['lr']:.2e} "
                 f"{tokens_per_step * steps_done / elapsed:,.0f} tok/s "
-                f"elapsed {fmt_time(elapsed)} eta {fmt_time(eta)}"
+                f"elapsed {fmt_time(elapsed)} eta {fmt_time(max(0.0, eta))}"
             )
-        if elapsed > args.max_minutes * 60 and steps_done < args.steps:
-            log(f"stopping early after {steps_done} steps: --max-minutes {args.max_minutes}")
-            break
     train_time = time.perf_counter() - t_train
+    if steps_done < args.steps:
+        log(f"time budget (--max-minutes {args.max_minutes}) ended training at step {steps_done}")
 
     save_weights(model, args.out)
     engine = load_model(args.out, device="cpu")  # evaluate exactly what was saved, in fp32
@@ -324,6 +332,11 @@ def write_readme(
         else ""
     )
     fence = "`" * 3
+    cut = (
+        ""
+        if steps >= args.steps
+        else f" (of {args.steps}: the {args.max_minutes}-minute budget ended it)"
+    )
     note = " (what `make weights` runs)" if command.endswith("model.train") else ""
     text = f"""# Trained weights
 
@@ -340,8 +353,9 @@ saved fp16 weights loaded in fp32 on the CPU. `tests/test_model_weights.py` reco
   ({train_bytes:,} bytes), {n_val} validation files ({val_bytes:,} bytes), split by a hash of
   each file's path
 - config: `{json_config(config)}`
-- steps: {steps}, batch: {args.batch_size} x {config.block_size} bytes ({tokens:,} bytes seen),
-  AdamW lr {args.lr} (warmup {args.warmup}, cosine to lr/10), weight decay 0.1, seed {args.seed}
+- steps: {steps}{cut}, batch: {args.batch_size} x {config.block_size} bytes ({tokens:,} bytes seen),
+  AdamW lr {args.lr} (warmup {args.warmup} steps, then cosine to lr/10), weight decay 0.1,
+  seed {args.seed}
 - precision: {"bf16 autocast" if amp else "fp32"} training on CPU, {args.threads} threads;
   stored as fp16 safetensors
 - wall time: {fmt_time(wall)} in all ({fmt_time(train_time)} of training)
