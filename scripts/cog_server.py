@@ -346,33 +346,38 @@ class CogServer:
         id: str | None = None,
         headers: Mapping[str, str] | None = None,
         timeout: float = 60.0,
+        busy_retry: float = 2.0,
     ) -> tuple[int, Json]:
-        """Synchronous prediction: POST /predictions (or PUT /predictions/{id})."""
-        if id is None:
-            return self.request(
-                "POST", "/predictions", {"input": dict(input)}, headers=headers, timeout=timeout
-            )
-        return self.request(
-            "PUT",
-            f"/predictions/{id}",
-            {"id": id, "input": dict(input)},
-            headers=headers,
-            timeout=timeout,
-        )
+        """Synchronous prediction: POST /predictions (or PUT /predictions/{id}).
+
+        coglet 0.23 can answer 409 ("At capacity") to a request sent right after another
+        prediction's response, before it has freed that slot; a 409 is retried for up to
+        `busy_retry` seconds (0: return the first 409, to test capacity itself).
+        """
+        method, path = ("POST", "/predictions") if id is None else ("PUT", f"/predictions/{id}")
+        body = {"input": dict(input)} if id is None else {"id": id, "input": dict(input)}
+        deadline = time.monotonic() + busy_retry
+        while True:
+            code, answer = self.request(method, path, body, headers=headers, timeout=timeout)
+            if code != 409 or time.monotonic() >= deadline:
+                return code, answer
+            time.sleep(0.005)
 
     def predict_stream(
         self,
         input: Mapping[str, Json],
         *,
         timeout: float = 60.0,
+        busy_retry: float = 2.0,
     ) -> Iterator[SSEEvent]:
         """POST /predictions with `Accept: text/event-stream`; yields events as they arrive.
 
         `timeout` bounds both the wait for each event and the whole stream.
         """
         deadline = time.monotonic() + timeout
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
+        busy_until = time.monotonic() + busy_retry
+        while True:  # a 409 is retried for `busy_retry` seconds, as in `predict`
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
             conn.request(
                 "POST",
                 "/predictions",
@@ -380,6 +385,12 @@ class CogServer:
                 headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
             )
             resp = conn.getresponse()
+            if resp.status != 409 or time.monotonic() >= busy_until:
+                break
+            resp.read()
+            conn.close()
+            time.sleep(0.005)
+        try:
             if resp.status != 200:
                 raise self.error(f"SSE request answered {resp.status}: {resp.read()!r}")
             event, data_lines = "message", []

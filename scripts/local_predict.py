@@ -43,7 +43,8 @@ def _server(url: str, concurrency: int) -> Iterator[CogServer]:
         return
     print("starting the Cog server (python -m cog.server.http) ...", file=sys.stderr)
     with CogServer(PREDICTOR, cwd=REPO_ROOT, concurrency=concurrency, schema=False) as server:
-        print(f"server ready at {server.url} (log: {server.log_path})", file=sys.stderr)
+        log = server.log_path.relative_to(REPO_ROOT)
+        print(f"server ready at {server.url} (its log: {log})", file=sys.stderr)
         yield server
 
 

@@ -89,7 +89,7 @@ def test_output_streams_live_over_sse(template: CogServer) -> None:
     assert completed.event == "completed"
     assert completed.data["status"] == "succeeded"
     assert completed.data["metrics"]["output_token_count"] == 300
-    assert len(outputs) > 100  # piece by piece, not one final blob
+    assert len(outputs) > 10  # chunk by chunk (10 ms each), not one final blob
     assert outputs[0].time - sent < 0.3 * (completed.time - sent)
 
 
@@ -138,7 +138,7 @@ def test_a_ninth_concurrent_prediction_gets_409_and_the_server_stays_healthy(
     for id_ in ids:
         code, body = template.predict_async(id_, {"prompt": FIB, "max_new_tokens": 600})
         assert code == 202, body
-    code, body = template.predict({"prompt": FIB, "max_new_tokens": 5})
+    code, body = template.predict({"prompt": FIB, "max_new_tokens": 5}, busy_retry=0)
     assert code == 409, body
     assert "capacity" in body["error"]
     for id_ in ids:
