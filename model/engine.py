@@ -245,6 +245,7 @@ class Engine:
             if batch:
                 tokens = torch.tensor([seqs[i].last_token for i in batch], device=self.device)
                 out = self.model.decode(tokens, [seqs[i].cache for i in batch])  # (B, V)
+                out = out.to(device="cpu", dtype=torch.float32)  # one transfer for the batch
                 for row, i in enumerate(batch):
                     seqs[i].context.append(seqs[i].last_token)
                     logits[i] = out[row]
