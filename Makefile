@@ -51,7 +51,7 @@ PREDICT_ARGS = $(if $(MAX_NEW_TOKENS),--max-new-tokens $(MAX_NEW_TOKENS)) \
   $(if $(TOP_P),--top-p $(TOP_P)) $(if $(SEED),--seed $(SEED))
 
 predict: $(SCHEMA) ## Stream one prediction: make predict PROMPT="..." [MAX_NEW_TOKENS= SEED= ...]
-	$(PY) scripts/local_predict.py --url http://127.0.0.1:$(PORT) --prompt "$$PROMPT" $(PREDICT_ARGS)
+	@$(PY) scripts/local_predict.py --url http://127.0.0.1:$(PORT) --prompt "$$PROMPT" $(PREDICT_ARGS)
 
 serve: $(SCHEMA) ## Run the Cog server for predict.py on 127.0.0.1:5000 (PORT=...; Ctrl-C stops)
 	COG_PREDICT_TYPE_STUB=predict.py:Predictor PORT=$(PORT) \

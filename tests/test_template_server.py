@@ -78,7 +78,12 @@ def succeeded(server: CogServer, **inputs: Any) -> dict[str, Any]:
 
 
 def test_setup_reports_the_device_and_dtype(template: CogServer) -> None:
-    assert "model ready on cpu (torch.float32)" in template.setup_health["setup"]["logs"]
+    # coglet may report READY a moment before the setup's last stdout line reaches its logs.
+    wait_until(
+        lambda: "model ready on cpu (torch.float32)" in template.health()["setup"]["logs"],
+        timeout=10,
+        what="setup's device line in /health-check",
+    )
 
 
 def test_output_streams_live_over_sse(template: CogServer) -> None:

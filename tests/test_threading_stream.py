@@ -491,6 +491,7 @@ def test_thread_count_returns_to_baseline_after_streams_end_or_are_abandoned(qui
 
     finished = [list(generator_from_thread()(lambda: iter(range(10)))()) for _ in range(3)]
     assert finished == [list(range(10))] * 3
+    wait_until(lambda: default_pool().busy == 0, what="finished streams' workers to park")
     abandoned = [endless() for _ in range(5)]
     for stream in abandoned:
         next(stream)
@@ -505,8 +506,11 @@ def test_the_default_pool_reuses_named_threads_instead_of_one_pool_per_call():
     def name():
         yield threading.current_thread().name
 
-    names = {next(iter(name())) for _ in range(20)}
-    assert len(names) <= 2
+    names = set()
+    for _ in range(20):
+        names.add(next(iter(name())))
+        wait_until(lambda: default_pool().busy == 0, what="the worker to park")
+    assert len(names) == 1
     assert all(n.startswith("threading_utils-") for n in names)
 
 
