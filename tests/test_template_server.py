@@ -99,11 +99,16 @@ def test_output_streams_live_over_sse(template: CogServer) -> None:
 
 
 def test_concurrent_predictions_keep_their_own_output_logs_and_metrics(
-    template: CogServer,
+    template: CogServer, request: pytest.FixtureRequest
 ) -> None:
+    import torch
+
     from model import load_model
 
     engine = load_model()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the server does: the same float reductions, the same samples
+    request.addfinalizer(lambda: torch.set_num_threads(threads))
     for round_ in range(2):
         jobs = [
             {"prompt": f"# job {round_}.{i}\nimport ", "max_new_tokens": 40 + 13 * i, "seed": i}
