@@ -307,6 +307,44 @@ class Probe:
         assert self.finally_thread == self.thread
 
 
+@PROPERTY
+@given(
+    items=st.lists(st.integers(), min_size=1, max_size=50),
+    data=st.data(),
+    max_queue_size=st.integers(0, 4),
+    use_async=st.booleans(),
+)
+def test_leaving_at_any_point_gets_a_prefix_and_closes_the_producer_first(
+    items, data, max_queue_size, use_async
+):
+    leave_after = data.draw(st.integers(1, len(items)), label="leave_after")
+    closed_in: list[int] = []
+    producer_thread: list[int] = []
+
+    def source():
+        producer_thread.append(threading.get_ident())
+        try:
+            yield from items
+        finally:
+            closed_in.append(threading.get_ident())
+
+    async def consume_async() -> list[int]:
+        stream = async_generator_from_thread(max_queue_size=max_queue_size)(source)()
+        got = [await anext(stream) for _ in range(leave_after)]
+        await stream.aclose()
+        return got
+
+    def consume_sync() -> list[int]:
+        stream = generator_from_thread(max_queue_size=max_queue_size)(source)()
+        got = [next(stream) for _ in range(leave_after)]
+        stream.close()
+        return got
+
+    got = asyncio.run(consume_async()) if use_async else consume_sync()
+    assert got == items[:leave_after]
+    assert closed_in == producer_thread  # finished, in its own thread, before close() returned
+
+
 @pytest.mark.parametrize("how", ["aclose", "break", "gc", "cancel"])
 def test_async_consumer_leaving_early_stops_the_producer(how):
     probe = Probe()
