@@ -34,18 +34,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_SCRIPT = REPO_ROOT / "scripts" / "schema.py"
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
 
 Json = Any
+R = TypeVar("R")
 
 
 class CogServerError(RuntimeError):
@@ -158,6 +159,26 @@ class _WebhookReceiver:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+
+def _retry_busy(
+    send: Callable[[], tuple[int, R]],
+    busy_retry: float,
+    *,
+    discard: Callable[[R], object] = lambda _: None,
+) -> tuple[int, R]:
+    """`send()` until it answers other than 409, for up to `busy_retry` seconds.
+
+    coglet 0.23 can answer 409 ("At capacity") to a request sent right after another
+    prediction's response, before it has freed that slot. `discard` releases a 409's result.
+    """
+    deadline = time.monotonic() + busy_retry
+    while True:
+        code, result = send()
+        if code != 409 or time.monotonic() >= deadline:
+            return code, result
+        discard(result)
+        time.sleep(0.005)
 
 
 class CogServer:
@@ -350,18 +371,14 @@ class CogServer:
     ) -> tuple[int, Json]:
         """Synchronous prediction: POST /predictions (or PUT /predictions/{id}).
 
-        coglet 0.23 can answer 409 ("At capacity") to a request sent right after another
-        prediction's response, before it has freed that slot; a 409 is retried for up to
-        `busy_retry` seconds (0: return the first 409, to test capacity itself).
+        A 409 is retried for up to `busy_retry` seconds (see `_retry_busy`; 0: return the first
+        409, to test capacity itself).
         """
         method, path = ("POST", "/predictions") if id is None else ("PUT", f"/predictions/{id}")
         body = {"input": dict(input)} if id is None else {"id": id, "input": dict(input)}
-        deadline = time.monotonic() + busy_retry
-        while True:
-            code, answer = self.request(method, path, body, headers=headers, timeout=timeout)
-            if code != 409 or time.monotonic() >= deadline:
-                return code, answer
-            time.sleep(0.005)
+        return _retry_busy(
+            lambda: self.request(method, path, body, headers=headers, timeout=timeout), busy_retry
+        )
 
     def predict_stream(
         self,
@@ -375,8 +392,8 @@ class CogServer:
         `timeout` bounds both the wait for each event and the whole stream.
         """
         deadline = time.monotonic() + timeout
-        busy_until = time.monotonic() + busy_retry
-        while True:  # a 409 is retried for `busy_retry` seconds, as in `predict`
+
+        def open_stream() -> tuple[int, tuple[http.client.HTTPConnection, Any]]:
             conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
             conn.request(
                 "POST",
@@ -385,11 +402,11 @@ class CogServer:
                 headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
             )
             resp = conn.getresponse()
-            if resp.status != 409 or time.monotonic() >= busy_until:
-                break
-            resp.read()
-            conn.close()
-            time.sleep(0.005)
+            return resp.status, (conn, resp)
+
+        _, (conn, resp) = _retry_busy(
+            open_stream, busy_retry, discard=lambda opened: opened[0].close()
+        )
         try:
             if resp.status != 200:
                 raise self.error(f"SSE request answered {resp.status}: {resp.read()!r}")

@@ -26,20 +26,22 @@ class CogServers:
         self._servers: list[CogServer] = []
         self._shared: dict[str, CogServer] = {}
 
-    def start(self, predictor: str, **kwargs: Any) -> CogServer:
-        """`predictor` is `file.py:Class` with the file in tests/predictors/."""
+    def start(self, predictor: str, *, source_dir: Path = PREDICTORS, **kwargs: Any) -> CogServer:
+        """`predictor` is `file.py:Class`, the file in `source_dir` (default tests/predictors/)."""
         file_name, _, _ = predictor.partition(":")
-        source = PREDICTORS / file_name
-        cwd = stage_predictor(source, self._tmp_dir / f"server-{len(self._servers)}")
+        cwd = stage_predictor(
+            source_dir / file_name, self._tmp_dir / f"server-{len(self._servers)}"
+        )
         server = CogServer(predictor, cwd=cwd, **kwargs)
         self._servers.append(server)
         return server.start()
 
     def shared(self, predictor: str, **kwargs: Any) -> CogServer:
-        """Like `start`, but started once per `predictor` and reused (until `close()`)."""
-        if predictor not in self._shared:
-            self._shared[predictor] = self.start(predictor, **kwargs)
-        return self._shared[predictor]
+        """Like `start`, but started once per predictor and options, then reused until `close()`."""
+        key = f"{predictor} {sorted(kwargs.items())}"
+        if key not in self._shared:
+            self._shared[key] = self.start(predictor, **kwargs)
+        return self._shared[key]
 
     def close(self) -> None:
         self._shared.clear()

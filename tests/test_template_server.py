@@ -6,14 +6,14 @@ import json
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cog_server import REPO_ROOT, CogServer, stage_predictor
-from conftest import PREDICTORS, wait_until
+from cog_server import REPO_ROOT, CogServer
+from conftest import CogServers, wait_until
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(180)]
 
@@ -21,45 +21,30 @@ CONCURRENCY = 8
 FIB = "def fibonacci(n):"
 
 
-def start(directory: Path, source: Path, ref: str, **kwargs: Any) -> CogServer:
-    return CogServer(ref, cwd=stage_predictor(source, directory), **kwargs).start()
-
-
 @pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CogServer]:
+def template(module_cog_servers: CogServers) -> CogServer:
     """predict.py as shipped, 8 slots: the server `make serve` runs."""
-    server = start(
-        tmp_path_factory.mktemp("template"),
-        REPO_ROOT / "predict.py",
-        "predict.py:Predictor",
-        concurrency=CONCURRENCY,
+    return module_cog_servers.shared(
+        "predict.py:Predictor", source_dir=REPO_ROOT, concurrency=CONCURRENCY
     )
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
-def probed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., CogServer]]:
+def probed(
+    module_cog_servers: CogServers, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[..., CogServer]:
     """Servers for the probe predictors (tests/predictors/template_probes.py), one per class."""
-    servers: dict[str, CogServer] = {}
+    probes = tmp_path_factory.mktemp("probes")
 
     def get(cls: str, concurrency: int = 1, **env: str) -> CogServer:
-        key = f"{cls}-{concurrency}-{sorted(env.items())}"
-        if key not in servers:
-            directory = tmp_path_factory.mktemp(cls)
-            probe = directory / "probe.jsonl"
-            servers[key] = start(
-                directory,
-                PREDICTORS / "template_probes.py",
-                f"template_probes.py:{cls}",
-                concurrency=concurrency,
-                env={"PROBE_FILE": str(probe), **env},
-            )
-        return servers[key]
+        probe = probes / f"{cls}-{concurrency}-{'-'.join(sorted(env.values()))}.jsonl"
+        return module_cog_servers.shared(
+            f"template_probes.py:{cls}",
+            concurrency=concurrency,
+            env={"PROBE_FILE": str(probe), **env},
+        )
 
-    yield get
-    for server in servers.values():
-        server.stop()
+    return get
 
 
 def probe_records(server: CogServer) -> list[dict[str, Any]]:
@@ -230,30 +215,31 @@ def test_a_model_error_mid_stream_fails_the_prediction_with_its_message(
 # ── weights ───────────────────────────────────────────────────────────────────────────────────
 
 
-def test_cog_weights_pointing_at_a_copy_of_the_weights_works(tmp_path: Path) -> None:
+def test_cog_weights_pointing_at_a_copy_of_the_weights_works(
+    cog_servers: CogServers, tmp_path: Path
+) -> None:
     copy = tmp_path / "my-weights"
     shutil.copytree(REPO_ROOT / "weights", copy)
-    with CogServer(
-        "predict.py:Predictor",
-        cwd=stage_predictor(REPO_ROOT / "predict.py", tmp_path / "srv"),
-        env={"COG_WEIGHTS": str(copy)},
-    ) as server:
-        body = succeeded(server, prompt=FIB, max_new_tokens=10, seed=1)
+    server = cog_servers.start(
+        "predict.py:Predictor", source_dir=REPO_ROOT, env={"COG_WEIGHTS": str(copy)}
+    )
+    body = succeeded(server, prompt=FIB, max_new_tokens=10, seed=1)
     assert body["metrics"]["output_token_count"] == 10
 
 
-def test_cog_weights_pointing_at_a_missing_file_fails_setup_naming_it(tmp_path: Path) -> None:
+def test_cog_weights_pointing_at_a_missing_file_fails_setup_naming_it(
+    cog_servers: CogServers, tmp_path: Path
+) -> None:
     missing = tmp_path / "nowhere" / "model.safetensors"
-    server = CogServer(
+    server = cog_servers.start(
         "predict.py:Predictor",
-        cwd=stage_predictor(REPO_ROOT / "predict.py", tmp_path / "srv"),
+        source_dir=REPO_ROOT,
         env={"COG_WEIGHTS": str(missing)},
         ready_statuses=("SETUP_FAILED",),
     )
-    with server:
-        assert str(missing) in server.setup_health["setup"]["logs"]
-        code, body = server.predict({"prompt": FIB})
-        assert code == 503, body
+    assert str(missing) in server.setup_health["setup"]["logs"]
+    code, body = server.predict({"prompt": FIB})
+    assert code == 503, body
 
 
 # ── cancellation, per predictor shape ─────────────────────────────────────────────────────────
