@@ -41,12 +41,12 @@ class Predictor(BaseRunner):
         print(f"model ready on {self.engine.device} ({self.engine.dtype})")
 
     @streaming
-    @concurrent(max=MAX_CONCURRENCY)
+    @concurrent(max=8)  # = MAX_CONCURRENCY (cog build needs an integer literal)
     async def run(
         self,
-        prompt: str = Input(description="Text to continue", max_length=MAX_PROMPT_CHARS),
+        prompt: str = Input(description="Text to continue", max_length=65536),
         max_new_tokens: int = Input(
-            description="Tokens (bytes) to generate", default=256, ge=1, le=MAX_NEW_TOKENS
+            description="Tokens (bytes) to generate", default=256, ge=1, le=2048
         ),
         temperature: float = Input(description="0 = greedy", default=0.8, ge=0.0, le=2.0),
         top_k: int = Input(
@@ -54,7 +54,7 @@ class Predictor(BaseRunner):
         ),
         top_p: float = Input(description="Nucleus sampling mass", default=0.95, ge=0.01, le=1.0),
         seed: int | None = Input(
-            description="Random seed; empty = random", default=None, ge=0, le=2**63 - 1
+            description="Random seed; empty = random", default=None, ge=0, le=9223372036854775807
         ),
     ) -> ConcatenateIterator[str]:
         # Called on the event loop: capture the prediction's context here, generate in a thread.

@@ -25,12 +25,12 @@ _stream = async_generator_from_thread()(predict.stream_tokens)
 
 
 class Predictor(predict.Predictor):  # same setup(): loads the model, prints device and dtype
-    @concurrent(max=predict.MAX_CONCURRENCY)
+    @concurrent(max=8)  # = predict.MAX_CONCURRENCY (a literal for cog build)
     async def run(  # type: ignore[override]  # an async generator on purpose: this shape
         self,
-        prompt: str = Input(description="Text to continue", max_length=predict.MAX_PROMPT_CHARS),
-        max_new_tokens: int = Input(default=256, ge=1, le=predict.MAX_NEW_TOKENS),
-        seed: int | None = Input(default=None, ge=0, le=2**63 - 1),
+        prompt: str = Input(description="Text to continue", max_length=65536),
+        max_new_tokens: int = Input(default=256, ge=1, le=2048),
+        seed: int | None = Input(default=None, ge=0, le=9223372036854775807),
     ) -> AsyncIterator[str]:
         stream = _stream(
             self.engine, prompt, max_new_tokens, 0.8, 0, 0.95, seed, started=time.perf_counter()
