@@ -15,17 +15,40 @@ Public API:
     ContextThreadPoolExecutor          an executor whose calls run under the state at submit()
     async_generator_from_thread(...)   sync generator function -> async generator, in a thread
     generator_from_thread(...)         sync generator function -> generator, in a thread
+    async_generator_from_callback(...) function pushing through ``emit`` -> async generator
+    generator_from_callback(...)       function pushing through ``emit`` -> generator
+    Emit, StreamClosed                 the ``emit`` callable's type; what it raises once the
+                                       consumer has gone
+    Channel                            one stream fed by a thread of yours (one thread, many
+                                       streams: a batching scheduler); context per stream
     stop_requested()                   inside a producer: has its consumer gone away?
+    request_stop(stream)               from any thread: stop a stream's producer (cancel hooks)
 """
 
 from ._context import ContextThread, ContextThreadPoolExecutor, capture_context
-from ._stream import async_generator_from_thread, generator_from_thread, stop_requested
+from ._stream import (
+    Channel,
+    Emit,
+    StreamClosed,
+    async_generator_from_callback,
+    async_generator_from_thread,
+    generator_from_callback,
+    generator_from_thread,
+    request_stop,
+    stop_requested,
+)
 
 __all__ = [
+    "Channel",
     "ContextThread",
     "ContextThreadPoolExecutor",
+    "Emit",
+    "StreamClosed",
+    "async_generator_from_callback",
     "async_generator_from_thread",
     "capture_context",
+    "generator_from_callback",
     "generator_from_thread",
+    "request_stop",
     "stop_requested",
 ]

@@ -30,7 +30,7 @@ import weakref
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable
 from concurrent.futures import Executor, Future
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
 from ._context import CapturedContext, capture_context
 from ._pool import default_pool
@@ -38,13 +38,20 @@ from ._pool import default_pool
 __all__ = [
     "DEFAULT_GRACE_PERIOD",
     "DEFAULT_MAX_QUEUE_SIZE",
+    "Channel",
+    "Emit",
+    "StreamClosed",
+    "async_generator_from_callback",
     "async_generator_from_thread",
+    "generator_from_callback",
     "generator_from_thread",
+    "request_stop",
     "stop_requested",
 ]
 
 P = ParamSpec("P")
 T = TypeVar("T")
+R = TypeVar("R")
 
 DEFAULT_MAX_QUEUE_SIZE = 1024
 """Items a producer may run ahead of its consumer before it blocks."""
@@ -60,6 +67,57 @@ _log = logging.getLogger("threading_utils")
 _current_stream: contextvars.ContextVar[_Stream[Any] | None] = contextvars.ContextVar(
     "threading_utils_current_stream", default=None
 )
+# Consumer (generator / async generator) -> its stream, for request_stop(). Weak keys: an entry
+# goes with its consumer; the stream does not refer to the consumer, so nothing is kept alive.
+_streams: weakref.WeakKeyDictionary[object, _Stream[Any]] = weakref.WeakKeyDictionary()
+_streams_lock = threading.Lock()
+
+
+class StreamClosed(BaseException):
+    """Raised by a callback producer's ``emit`` once the stream's consumer has gone away.
+
+    It derives from :class:`BaseException`, like :class:`GeneratorExit`, so that a library's
+    ``except Exception`` between ``emit`` and the producer function (a ``generate()`` loop that
+    logs and retries, say) does not swallow it: the function unwinds and the worker is free.
+    The bridge catches it when it leaves the producer function; it is never raised to the
+    consumer.
+    """
+
+
+def request_stop(stream: object) -> bool:
+    """Ask the producer of ``stream`` to stop, from any thread; True if it is one of ours.
+
+    ``stream`` is a generator or async generator returned by this package's decorators, or by
+    :meth:`Channel.stream` / :meth:`Channel.astream`. For anything else this returns False and
+    does nothing — a caller may pass any object.
+
+    Cancellation:
+        :func:`stop_requested` turns True in the producer at once; a generator producer is
+        closed at its next ``yield``, a callback producer's ``emit`` raises
+        :class:`StreamClosed`, a :class:`Channel`'s feeder sees ``stop_requested``. The
+        consumer drops the items not yet received: its next step (or the one it is waiting in)
+        waits, as its own close would, up to the grace period for the producer to finish, and
+        then ends the stream normally (``StopIteration`` / ``StopAsyncIteration``), so whoever
+        iterates it sees an end, not an error. Idempotent; safe to call after the stream ended.
+
+    Threads:
+        Meant for a thread other than the consumer's: a runtime's cancel path that cannot
+        reach the code iterating the stream. The consumer's own way out is ``close()``.
+    """
+    try:
+        target = _streams.get(stream)
+    except TypeError:  # not weak-referenceable: not one of ours
+        return False
+    if target is None:
+        return False
+    target.request_stop()
+    return True
+
+
+def _register(consumer: T, stream: _Stream[Any]) -> T:
+    with _streams_lock:
+        _streams[consumer] = stream
+    return consumer
 
 
 def stop_requested() -> bool:
@@ -141,10 +199,13 @@ class _Stream(Generic[T]):
 
     def start(self) -> None:
         """Hand the producer to its executor (the consumer's first step calls this)."""
-        self.started = True
-        captured = self.captured
+        with self.lock:  # request_stop() may run in another thread at the same time
+            if self.started:  # stopped before it started
+                return
+            self.started = True
+            captured = self.captured
+            self.captured = None
         assert captured is not None
-        self.captured = None
         try:
             if self.executor is None:
                 default_pool().submit(functools.partial(captured.run, self.produce))
@@ -251,15 +312,23 @@ class _Stream(Generic[T]):
                 self.waiter = None
 
     def request_stop(self) -> None:
-        """Ask the producer to stop; it closes its generator at its next ``yield``."""
+        """Ask the producer to stop; it closes its generator at its next ``yield``.
+
+        Any thread may call it: the consumer's close, or :func:`request_stop` from elsewhere.
+        """
         self.stop = True
         self.space.set()
-        if not self.started:
-            self.started = True
-            self.captured = None
+        with self.lock:
+            unstarted = not self.started
+            if unstarted:
+                self.started = True
+                self.captured = None
+        if unstarted:
             self.finish()
         elif self.future is not None and self.future.cancel():
             self.finish()  # never started on the caller's executor
+        else:
+            self.wake_consumer()  # a consumer waiting for items now waits for the end
 
     def result(self) -> None:
         """The end of the stream: raise the producer's error, if any."""
@@ -338,6 +407,231 @@ class _Stream(Generic[T]):
             self.items.clear()
 
 
+class _CallbackStream(_Stream[T]):
+    """A stream whose producer is a blocking function handed an ``emit`` callable."""
+
+    __slots__ = ()
+
+    def produce(self) -> None:
+        """Call the producer function to its end, a stop request, or an error (worker thread)."""
+        _current_stream.set(self)
+        try:
+            if self.stopped():
+                return
+            fn = self.fn
+            assert fn is not None
+            fn(self.emit, *self.args, **self.kwargs)
+        except StreamClosed:
+            pass  # the consumer left and `emit` told the function so: a normal way to end
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.fn = None
+            self.args = ()
+            self.kwargs = {}
+            self.finish()
+
+    def emit(self, item: T) -> None:
+        """Hand ``item`` to the consumer; block while the queue is full (the producer's side)."""
+        if self.stop or self.done:
+            raise StreamClosed
+        items = self.items
+        items.append(item)
+        if self.waiter is not None:
+            self.wake_consumer()
+        if len(items) >= self.limit and not self.wait_for_space():
+            raise StreamClosed
+
+
+class Channel(_Stream[T]):
+    """One stream fed by a thread you run yourself — typically one thread feeding many streams.
+
+    The bridge's decorators give every stream a worker thread of its own. A continuous-batching
+    scheduler is the opposite: *one* thread produces for many consumers, each of which belongs to
+    a different request (a different Cog prediction). A :class:`Channel` is one such consumer's
+    stream: the request creates it, the feeding thread sends into it, and the request
+    iterates :meth:`stream` or :meth:`astream` with the same contract as
+    :func:`generator_from_thread` / :func:`async_generator_from_thread`::
+
+        channel = Channel()                      # in the request: captures its context
+        scheduler.enqueue(prompt, channel)       # the feeding thread, later:
+        ...                                      #   channel.send(piece) ... channel.close()
+        return channel.stream()                  #   channel.run(print, "done") -> this request
+
+    Context:
+        The constructor captures the calling thread's state (:func:`capture_context`).
+        :meth:`run` calls a function *in the feeding thread* under that state, so a log line,
+        a ``logging`` record or a Cog metric written on behalf of one request lands on that
+        request, whichever request the thread served a moment before. Inside :meth:`run`,
+        :func:`stop_requested` answers for this channel.
+
+    Threads:
+        One feeding thread calls :meth:`send`, :meth:`close`, :meth:`run` and reads
+        :attr:`writable` / :attr:`stop_requested`; none of them blocks. One consumer iterates
+        the stream: :meth:`stream` in any one thread, :meth:`astream` on an event loop.
+
+    Ordering:
+        Items arrive in the order they were sent, each exactly once.
+
+    Backpressure:
+        :meth:`send` never blocks, so a slow consumer cannot stall the feeding thread or the
+        other channels it feeds. Instead :attr:`writable` turns False once ``max_queue_size``
+        items wait (0 = never); the feeder should then *pause* that request — a scheduler skips
+        its sequence — until ``on_ready`` is called: from the consumer's thread, once the
+        consumer has taken the queue down to half. Items sent while not writable are still
+        queued; the bound is the feeder's to keep.
+
+    Errors:
+        ``close(error)`` ends the stream; the consumer raises ``error`` (the same object)
+        after every item sent before it.
+
+    Cancellation:
+        When the consumer leaves early — ``close()``/``aclose()``, ``break`` and finalisation,
+        garbage collection (also of a stream never iterated), its task cancelled, an
+        asynchronous exception in its thread, or :func:`request_stop` from any thread —
+        :attr:`stop_requested` turns True, ``on_ready`` is called, :meth:`send` drops its items
+        and returns False, and the consumer's close waits up to ``grace_period`` for the feeder
+        to acknowledge with :meth:`close` (then it logs a warning and returns). A feeder that
+        checks :attr:`stop_requested` once per step therefore frees the request's resources
+        within one step, before the consumer's close returns.
+
+    Args:
+        max_queue_size: items that may wait before :attr:`writable` turns False (0: never).
+        grace_period: seconds a consumer's close waits for :meth:`close`.
+        on_ready: called, without arguments, from the consumer's thread when the feeder may
+            send again (room after a full queue) or must look at the channel (the consumer
+            left). It must not block; use it to wake the feeding thread.
+    """
+
+    __slots__ = ("_claimed", "_context", "_on_ready")
+
+    def __init__(
+        self,
+        max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
+        *,
+        grace_period: float = DEFAULT_GRACE_PERIOD,
+        on_ready: Callable[[], object] | None = None,
+    ) -> None:
+        _check_options(None, max_queue_size, grace_period)
+        super().__init__(
+            _no_producer,
+            (),
+            {},
+            executor=None,
+            max_queue_size=max_queue_size,
+            grace_period=grace_period,
+        )
+        context = self.captured
+        assert context is not None
+        self._context = context
+        self.captured = None
+        self.fn = None
+        self.started = True  # there is no producer to start: the feeder is already running
+        self._on_ready = on_ready
+        self._claimed = False
+
+    # ── the feeding thread ───────────────────────────────────────────────────────────────────
+
+    def send(self, item: T) -> bool:
+        """Queue ``item`` for the consumer; never blocks. False (dropped) once it has left."""
+        if self.stop or self.done:
+            return False
+        items = self.items
+        items.append(item)
+        if self.waiter is not None:
+            self.wake_consumer()
+        if len(items) >= self.limit:
+            self.producer_waiting = True
+            if len(items) <= self.low:  # the consumer drained it before it saw the flag
+                self.resume_producer()
+        return True
+
+    @property
+    def writable(self) -> bool:
+        """False once the consumer left, the channel closed, or ``max_queue_size`` items wait."""
+        return not self.stop and not self.done and len(self.items) < self.limit
+
+    @property
+    def stop_requested(self) -> bool:
+        """True once the consumer has gone away (see Cancellation)."""
+        return self.stop
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called (or the consumer left before it began)."""
+        return self.done
+
+    def close(self, error: BaseException | None = None) -> None:
+        """End the stream; the consumer raises ``error``, if given, after the items before it.
+
+        Idempotent: only the first call counts.
+        """
+        with self.lock:
+            if self.done:
+                return
+            self.error = error
+        self.finish()
+
+    def run(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Call ``fn(*args, **kwargs)`` in the calling thread, under the channel's context.
+
+        Errors:
+            Whatever ``fn`` raises propagates unchanged to the caller (the feeding thread).
+        """
+        return self._context.run(self._call_as_current, fn, args, kwargs)
+
+    def _call_as_current(
+        self, fn: Callable[..., R], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> R:
+        _current_stream.set(self)  # in the fresh context copy that run() made: not leaked
+        return fn(*args, **kwargs)
+
+    # ── the consumer ─────────────────────────────────────────────────────────────────────────
+
+    def stream(self) -> Generator[T, None, None]:
+        """The consumer's side as a generator (iterate it in any one thread). Call it once."""
+        consumer = _register(_consume_sync(self), self)
+        self._claim(consumer)
+        return consumer
+
+    def astream(self) -> AsyncGenerator[T, None]:
+        """The consumer's side as an async generator (iterate it on one loop). Call it once."""
+        consumer = _register(_consume_async(self), self)
+        self._claim(consumer)
+        return consumer
+
+    def _claim(self, consumer: object) -> None:
+        with self.lock:
+            claimed, self._claimed = self._claimed, True
+        if claimed:
+            raise RuntimeError("a Channel has one consumer: stream()/astream() called twice")
+        weakref.finalize(consumer, self.request_stop)  # left without being iterated or closed
+
+    # ── hooks called by the consumer side ────────────────────────────────────────────────────
+
+    def resume_producer(self) -> None:
+        super().resume_producer()
+        self._notify()
+
+    def request_stop(self) -> None:
+        first = not self.stop
+        super().request_stop()
+        if first:
+            self._notify()
+
+    def _notify(self) -> None:
+        on_ready = self._on_ready
+        if on_ready is not None:
+            try:
+                on_ready()
+            except Exception:
+                _log.exception("Channel on_ready callback failed")
+
+
+def _no_producer() -> Iterable[Any]:
+    return ()
+
+
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -351,6 +645,9 @@ async def _consume_async(stream: _Stream[T]) -> AsyncGenerator[T, None]:
     low = stream.low
     try:
         while True:
+            if stream.stop:  # request_stop() from another thread: end quietly
+                await stream.close_async(loop)
+                return
             if items:
                 item = popleft()
                 if stream.producer_waiting and len(items) <= low:
@@ -374,6 +671,9 @@ def _consume_sync(stream: _Stream[T]) -> Generator[T, None, None]:
     low = stream.low
     try:
         while True:
+            if stream.stop:  # request_stop() from another thread: end quietly
+                stream.close_sync()
+                return
             if items:
                 item = popleft()
                 if stream.producer_waiting and len(items) <= low:
@@ -472,7 +772,7 @@ def async_generator_from_thread(
                 max_queue_size=max_queue_size,
                 grace_period=grace_period,
             )
-            consumer = _consume_async(stream)
+            consumer = _register(_consume_async(stream), stream)
             # Also stop the producer if the consumer is collected without being finalised by
             # an event loop (no asyncgen hooks, or the loop already closed).
             weakref.finalize(consumer, stream.request_stop)
@@ -532,7 +832,118 @@ def generator_from_thread(
                 max_queue_size=max_queue_size,
                 grace_period=grace_period,
             )
-            return _consume_sync(stream)
+            return _register(_consume_sync(stream), stream)
+
+        return wrapper
+
+    return decorator
+
+
+Emit = Callable[[T], None]
+"""The callable a callback producer receives: ``emit(item)`` hands one item to the consumer."""
+
+
+def generator_from_callback(
+    executor: Executor | None = None,
+    max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
+    *,
+    grace_period: float = DEFAULT_GRACE_PERIOD,
+) -> Callable[[Callable[Concatenate[Emit[T], P], object]], Callable[P, Generator[T, None, None]]]:
+    """Turn a blocking function that *pushes* items through a callback into a generator.
+
+    The push-style counterpart of :func:`generator_from_thread`, for producers that call you
+    instead of yielding: a Hugging Face ``generate(streamer=...)``, a diffusers
+    ``callback_on_step_end``, a llama.cpp token callback, any C library with a callback. The
+    decorated function receives ``emit`` as its first argument and calls ``emit(item)`` for
+    every item; it runs in the bridge's worker thread, under the caller's state::
+
+        @generator_from_callback()
+        def tokens(emit: Emit[str], prompt: str) -> None:
+            model.generate(prompt, streamer=MyStreamer(emit))  # streamer.put() -> emit(text)
+
+        async def predict(self, prompt: str) -> Iterator[str]:
+            return tokens(prompt)                # state captured here; `emit` is supplied
+
+    Threads:
+        As for :func:`generator_from_thread`: the function runs on ``executor`` or the shared
+        pool, one worker per stream, started by the consumer's first ``next()``. Call ``emit``
+        from that worker (where the library calls its callback) or from one thread the function
+        starts and joins — one thread at a time; a thread started with
+        :class:`~threading_utils.ContextThread` also sees :func:`stop_requested`.
+
+    Ordering:
+        Items arrive in the order ``emit`` was called, each exactly once.
+
+    Backpressure:
+        ``emit`` blocks while ``max_queue_size`` items wait, until the consumer has taken them
+        down to half (0 = unbounded: it never blocks).
+
+    Errors:
+        An exception that escapes the function is raised in the consumer after every item
+        emitted before it (the same object, with the worker's frames in its traceback). When
+        the function returns, the stream ends.
+
+    Cancellation:
+        When the consumer leaves early (as for :func:`generator_from_thread`), or
+        :func:`request_stop` is called on the stream: :func:`stop_requested` turns True in the
+        worker at once — poll it where the library offers a hook (a ``StoppingCriteria``, a
+        step callback) — and the next ``emit`` (or the one blocked on a full queue) raises
+        :class:`StreamClosed`, which unwinds the function; the bridge swallows it. A function
+        that ends after the consumer left ends quietly: any error it raises then is dropped.
+        The consumer's close waits up to ``grace_period`` for the function to return.
+    """
+    _check_options(executor, max_queue_size, grace_period)
+
+    def decorator(
+        fn: Callable[Concatenate[Emit[T], P], object],
+    ) -> Callable[P, Generator[T, None, None]]:
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> Generator[T, None, None]:
+            stream: _CallbackStream[T] = _CallbackStream(
+                fn,  # type: ignore[arg-type]  # called with `emit` first by produce()
+                args,
+                kwargs,
+                executor=executor,
+                max_queue_size=max_queue_size,
+                grace_period=grace_period,
+            )
+            return _register(_consume_sync(stream), stream)
+
+        return wrapper
+
+    return decorator
+
+
+def async_generator_from_callback(
+    executor: Executor | None = None,
+    max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
+    *,
+    grace_period: float = DEFAULT_GRACE_PERIOD,
+) -> Callable[[Callable[Concatenate[Emit[T], P], object]], Callable[P, AsyncGenerator[T, None]]]:
+    """The async-consumer counterpart of :func:`generator_from_callback`.
+
+    The same contract (Threads, Ordering, Backpressure, Errors, Cancellation), consumed with
+    ``async for`` on an event loop, as :func:`async_generator_from_thread` is; the consumer's
+    steps never block the loop, and a close waits for the function without blocking it.
+    """
+    _check_options(executor, max_queue_size, grace_period)
+
+    def decorator(
+        fn: Callable[Concatenate[Emit[T], P], object],
+    ) -> Callable[P, AsyncGenerator[T, None]]:
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> AsyncGenerator[T, None]:
+            stream: _CallbackStream[T] = _CallbackStream(
+                fn,  # type: ignore[arg-type]  # called with `emit` first by produce()
+                args,
+                kwargs,
+                executor=executor,
+                max_queue_size=max_queue_size,
+                grace_period=grace_period,
+            )
+            consumer = _register(_consume_async(stream), stream)
+            weakref.finalize(consumer, stream.request_stop)
+            return consumer
 
         return wrapper
 
