@@ -7,6 +7,10 @@ Example::
     engine.warmup()
     for piece in engine.generate("def fibonacci(n):", max_new_tokens=200, seed=1):
         print(piece, end="", flush=True)
+
+    scheduler = Scheduler(engine).start()  # continuous batching on one thread (scheduler.py)
+    for chunk in scheduler.submit("def f():", max_new_tokens=200, seed=1).stream():
+        print(chunk, end="", flush=True)
 """
 
 from .engine import (
@@ -20,14 +24,19 @@ from .engine import (
 )
 from .gpt import GPT, GPTConfig, KVCache
 from .sampling import SamplingParams, random_seed, resolve_seed
+from .scheduler import BatchEngine, RequestListener, Scheduler, SequenceError
 from .text import Utf8StreamDecoder, encode
 
 __all__ = [
     "GPT",
+    "BatchEngine",
     "Engine",
     "GPTConfig",
     "KVCache",
+    "RequestListener",
     "SamplingParams",
+    "Scheduler",
+    "SequenceError",
     "SequenceState",
     "Utf8StreamDecoder",
     "WeightsError",
