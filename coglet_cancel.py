@@ -1,0 +1,103 @@
+"""Make coglet's cancel stop a generator that an async ``run()`` returned (coglet 0.23 workaround).
+
+The upstream behaviour worked around (replicate/cog, ``crates/coglet-python/src/worker_bridge.rs``):
+coglet submits an async ``run()`` to its event loop with ``asyncio.run_coroutine_threadsafe`` and
+keeps the returned ``concurrent.futures.Future`` as the slot's state. ``cancel(slot)`` (a
+``POST /predictions/{id}/cancel``, or a dropped SSE / sync client, which coglet turns into the
+same cancel) calls ``cancel_async_future()``, whose only action is ``future.cancel()``. Once
+``run()`` has returned its generator that future is finished: ``cancel()`` returns False and
+changes nothing, and coglet goes on iterating the generator in its slot thread to its end
+(``process_generator_output`` in ``crates/coglet-python/src/predictor.rs`` never closes it and
+checks nothing between items). The model therefore generates until ``max_new_tokens``.
+
+The workaround: :func:`install` wraps ``concurrent.futures.Future.cancel`` in this process.
+Cancelling a future that finished successfully with one of ``threading_utils``' streams as its
+result (a ``generator_from_thread`` generator, a ``Channel.stream()``, ... — whatever
+:func:`threading_utils.request_stop` recognises) asks that stream's producer to stop; the stream
+then ends quietly at once, coglet's iteration ends, and coglet reports the prediction
+``canceled`` (it marked the slot cancelled before calling ``cancel()``). Every other future
+behaves exactly as before, and asyncio's futures are a different class, untouched.
+
+Return value: for a bridge stream the wrapped ``cancel()`` still returns False — the future was
+finished and stays so (``cancelled()`` False, no callbacks run), as ``Future.cancel`` documents.
+coglet ignores the value anyway (``Ok(_) => true`` in ``cancel_async_future``); only an exception
+would reach it (logged as "Failed to cancel async future"), so the stop request never raises.
+
+When to remove it: ``test_without_the_hook_coglet_still_runs_the_returned_generator_to_its_end``
+in tests/test_cancel_server.py runs predict.py without the hook. The day it fails, coglet stops
+such generators itself: delete this module and its ``install()`` line in predict.py.
+
+Call :func:`install` explicitly (predict.py's ``setup()`` does), never at import: it changes a
+standard-library class for the whole process, which only the process that serves the model
+should do. This module imports neither cog nor the model.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from threading_utils import request_stop
+
+__all__ = ["install", "installed", "uninstall"]
+
+_log = logging.getLogger(__name__)
+_lock = threading.Lock()
+_original: Callable[[concurrent.futures.Future[Any]], bool] | None = None
+
+
+def install() -> bool:
+    """Wrap ``concurrent.futures.Future.cancel`` (see the module docstring); thread-safe.
+
+    Idempotent: True if this call installed the wrapper, False if it was already installed.
+    """
+    global _original
+    with _lock:
+        if _original is not None:
+            return False
+        original = concurrent.futures.Future.cancel
+
+        def cancel(self: concurrent.futures.Future[Any]) -> bool:
+            cancelled = original(self)
+            if not cancelled:
+                _stop_stream_result(self)
+            return cancelled
+
+        cancel.__doc__ = original.__doc__
+        cancel.__wrapped__ = original  # type: ignore[attr-defined]
+        concurrent.futures.Future.cancel = cancel  # type: ignore[method-assign]
+        _original = original
+        return True
+
+
+def uninstall() -> bool:
+    """Restore the original ``Future.cancel``; True if it was installed. For tests."""
+    global _original
+    with _lock:
+        if _original is None:
+            return False
+        concurrent.futures.Future.cancel = _original  # type: ignore[method-assign,assignment]
+        _original = None
+        return True
+
+
+def installed() -> bool:
+    """Whether :func:`install` is in effect in this process."""
+    return _original is not None
+
+
+def _stop_stream_result(future: concurrent.futures.Future[Any]) -> None:
+    """After the original ``cancel()`` returned False: the future is running or finished.
+
+    A finished, successful future whose result is a bridge stream gets that stream stopped.
+    ``done()``, ``exception(0)`` and ``result(0)`` of a finished future only read its state.
+    """
+    try:
+        if not future.done() or future.cancelled() or future.exception(timeout=0) is not None:
+            return
+        request_stop(future.result(timeout=0))
+    except Exception:  # never let the workaround break a cancel
+        _log.exception("stopping the stream of a cancelled prediction failed")
