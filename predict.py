@@ -1,30 +1,35 @@
-"""Stream a small GPT's output from a worker thread, with each prediction's logs and metrics intact.
+"""Stream a small GPT's output, all predictions batched on one thread, logs and metrics intact.
 
-The only file where cog meets the model. `run()` returns a generator fed by a worker thread
-(`generator_from_thread`): on cog 0.23 that is the shape that streams live *and* runs up to 8
-predictions at once. The thread carries the prediction's context, so its `print`s land in this
-prediction's `logs` and its metrics on this prediction — not on whichever one ran last.
+The only file where cog meets the model. `setup()` starts a continuous-batching scheduler
+(model/scheduler.py): one thread decodes the sequences of all running predictions together.
+`run()` submits a request and returns the stream of its channel, which coglet iterates in a thread
+of its own: on cog 0.23 that shape streams live *and* runs up to 32 predictions at once. The
+channel carries the prediction's context, so the lines and metrics the scheduler thread writes for
+this request (`Report` below) land on this prediction — not on whichever one ran last.
 """
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Iterator
 from typing import Protocol, cast
 
 import torch
 from cog import BaseRunner, ConcatenateIterator, Input, Path, concurrent, current_scope, streaming
 
 import coglet_cancel
-from model import Engine, load_model
-from threading_utils import generator_from_thread, stop_requested
+from model import Engine, RequestListener, Scheduler, load_model
+from threading_utils import Channel
 
-MAX_CONCURRENCY = 8  # predictions at once; `make serve` passes it to the server as well
-MAX_NEW_TOKENS = 2048  # upper bound of the input: ~3-4 s on 2 CPU cores, far less on a GPU
+MAX_CONCURRENCY = 32  # predictions at once; `make serve` passes it to the server as well
+MAX_BATCH_SIZE = 32  # sequences decoded together (why: model/scheduler.py)
+TORCH_THREADS = 1  # intra-op threads of the one model thread on a CPU (why: model/scheduler.py)
+MAX_NEW_TOKENS = 2048  # upper bound of the input
 MAX_PROMPT_CHARS = 65_536  # longer prompts get HTTP 422; the model reads only the last 256 bytes
 PROGRESS_EVERY = 256  # tokens between progress lines in the logs
 FLUSH_EVERY = 0.01  # seconds: tokens made within 10 ms go out as one chunk (the first at once)
+
+
+Seed = int | None
 
 
 class _Scope(Protocol):
@@ -34,16 +39,25 @@ class _Scope(Protocol):
 class Predictor(BaseRunner):
     def setup(self, weights: Path | str | None = None) -> None:
         coglet_cancel.install()  # a cancel or a dropped client stops the generation at once
-        if not torch.cuda.is_available():
-            # cores / MAX_CONCURRENCY intra-op threads per stream (at least 1): more, in worker
-            # threads, ran slower here (one stream: 303 tok/s with 2 threads, 696 with 1).
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // MAX_CONCURRENCY))
+        threads = None if torch.cuda.is_available() else TORCH_THREADS
+        if threads is not None:
+            torch.set_num_threads(threads)
         self.engine = load_model(weights)  # `weights` (COG_WEIGHTS) else ./weights
         self.engine.warmup()
         print(f"model ready on {self.engine.device} ({self.engine.dtype})")
+        self.scheduler = Scheduler(
+            self.engine,
+            max_batch_size=MAX_BATCH_SIZE,
+            flush_interval=FLUSH_EVERY,
+            progress_every=PROGRESS_EVERY,
+            num_threads=threads,
+        ).start()
+
+    def healthcheck(self) -> bool:  # coglet's GET /health-check: False -> UNHEALTHY
+        return self.scheduler.healthy
 
     @streaming
-    @concurrent(max=8)  # = MAX_CONCURRENCY (cog build needs an integer literal)
+    @concurrent(max=32)  # = MAX_CONCURRENCY (cog build needs an integer literal)
     async def run(
         self,
         prompt: str = Input(description="Text to continue", max_length=65536),
@@ -59,71 +73,49 @@ class Predictor(BaseRunner):
             description="Random seed; empty = random", default=None, ge=0, le=9223372036854775807
         ),
     ) -> ConcatenateIterator[str]:
-        # Called on the event loop: capture the prediction's context here, generate in a thread.
-        # (A generator, not a ConcatenateIterator subclass: cog only reads the annotation.)
-        return cast(
-            ConcatenateIterator[str],
-            _stream(
-                self.engine,
-                prompt,
-                max_new_tokens,
-                temperature,
-                top_k,
-                top_p,
-                seed,
-                started=time.perf_counter(),
-            ),
+        channel = self.submit(prompt, max_new_tokens, temperature, top_k, top_p, seed)
+        return cast(ConcatenateIterator[str], channel.stream())  # cog only reads the annotation
+
+    def submit(
+        self, prompt: str, max_new_tokens: int, temp: float, top_k: int, top_p: float, seed: Seed
+    ) -> Channel[str]:
+        """Queue one generation; call it in the prediction's context (its channel captures it)."""
+        report = Report(self.engine, prompt, max_new_tokens, seed)
+        return self.scheduler.submit(
+            prompt,
+            max_new_tokens=max_new_tokens,
+            temperature=temp,
+            top_k=top_k,
+            top_p=top_p,
+            seed=report.seed,
+            listener=report,
         )
 
 
-def stream_tokens(
-    engine: Engine,
-    prompt: str,
-    max_new_tokens: int,
-    temperature: float,
-    top_k: int,
-    top_p: float,
-    seed: int | None,
-    *,
-    started: float,
-) -> Iterator[str]:
-    """Generate text pieces, logging progress and recording metrics on the current prediction.
+class Report(RequestListener):
+    """One prediction's log lines and metrics: run by the scheduler thread, in its context."""
 
-    Runs in the worker thread, under the prediction's context captured when `_stream` is called.
-    """
-    scope = cast(_Scope, current_scope())  # this prediction's, thanks to the captured context
-    if seed is None:
-        seed = engine.resolve_seed(None)
-        scope.record_metric("seed", seed)
-    scope.record_metric("input_token_count", engine.count_prompt_tokens(prompt))
-    print(f"generating up to {max_new_tokens} tokens (seed {seed})")
-    count, chunk, flushed = 0, "", 0.0
-    for piece in engine.generate(
-        prompt,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        seed=seed,
-        should_stop=stop_requested,
-    ):
-        count += 1
-        if count == 1:
-            scope.record_metric("time_to_first_token", time.perf_counter() - started)
-        elif count % PROGRESS_EVERY == 0 and count < max_new_tokens:
-            print(f"progress: {count}/{max_new_tokens} tokens")
-        chunk += piece
-        # One output event per token costs the server ~100 us of GIL time per event, which the
-        # model thread then waits for: send what 10 ms produced as one chunk instead.
-        if chunk and time.perf_counter() - flushed >= FLUSH_EVERY:
-            yield chunk
-            chunk, flushed = "", time.perf_counter()
-    if chunk:
-        yield chunk
-    seconds = time.perf_counter() - started
-    scope.record_metric("output_token_count", count)
-    scope.record_metric("tokens_per_second", count / seconds)
-    print(f"generated {count} tokens in {seconds:.2f}s ({count / seconds:.1f} tok/s)")
+    def __init__(self, engine: Engine, prompt: str, max_new_tokens: int, seed: int | None) -> None:
+        self.started = time.perf_counter()
+        self.engine, self.prompt, self.max_new_tokens = engine, prompt, max_new_tokens
+        self.random_seed = seed is None
+        self.seed = engine.resolve_seed(seed)
 
+    def on_start(self, queue_time: float) -> None:
+        scope = cast(_Scope, current_scope())  # this prediction's, thanks to the channel
+        scope.record_metric("time_to_first_token", time.perf_counter() - self.started)
+        scope.record_metric("queue_time", queue_time)
+        scope.record_metric("input_token_count", self.engine.count_prompt_tokens(self.prompt))
+        if self.random_seed:
+            scope.record_metric("seed", self.seed)
+        print(f"generating up to {self.max_new_tokens} tokens (seed {self.seed})")
 
-_stream = generator_from_thread()(stream_tokens)  # the model runs in a worker thread
+    def on_progress(self, tokens: int) -> None:
+        print(f"progress: {tokens}/{self.max_new_tokens} tokens")
+
+    def on_finish(self, tokens: int, seconds: float) -> None:
+        seconds = time.perf_counter() - self.started  # since run() was called
+        scope = cast(_Scope, current_scope())
+        scope.record_metric("output_token_count", tokens)
+        scope.record_metric("tokens_per_second", tokens / seconds)
+        print(f"generated {tokens} tokens in {seconds:.2f}s ({tokens / seconds:.1f} tok/s)")

@@ -6,7 +6,7 @@ import json
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -17,13 +17,14 @@ from conftest import CogServers, wait_until
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(180)]
 
-CONCURRENCY = 8
+CONCURRENCY = 32  # = predict.MAX_CONCURRENCY
 FIB = "def fibonacci(n):"
+SAMPLING = {"temperature": 0.8, "top_k": 0, "top_p": 0.95}  # predict.py's defaults
 
 
 @pytest.fixture(scope="module")
 def template(module_cog_servers: CogServers) -> CogServer:
-    """predict.py as shipped, 8 slots: the server `make serve` runs."""
+    """predict.py as shipped, 32 slots: the server `make serve` runs."""
     return module_cog_servers.shared(
         "predict.py:Predictor", source_dir=REPO_ROOT, concurrency=CONCURRENCY
     )
@@ -45,6 +46,25 @@ def probed(
         )
 
     return get
+
+
+@pytest.fixture(scope="module")
+def reference() -> Iterator[Callable[..., str]]:
+    """The text `engine.generate` gives alone, in this process, with the server's torch threads."""
+    import torch
+
+    import predict
+    from model import load_model
+
+    engine = load_model()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(predict.TORCH_THREADS)  # the same float reductions, the same samples
+    try:
+        yield lambda prompt, n, seed, **kw: "".join(
+            engine.generate(prompt, max_new_tokens=n, seed=seed, **{**SAMPLING, **kw})
+        )
+    finally:
+        torch.set_num_threads(threads)
 
 
 def probe_records(server: CogServer) -> list[dict[str, Any]]:
@@ -84,36 +104,26 @@ def test_output_streams_live_over_sse(template: CogServer) -> None:
 
 
 def test_concurrent_predictions_keep_their_own_output_logs_and_metrics(
-    template: CogServer, request: pytest.FixtureRequest
+    template: CogServer, reference: Callable[..., str]
 ) -> None:
-    import torch
-
-    from model import load_model
-
-    engine = load_model()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the server does: the same float reductions, the same samples
-    request.addfinalizer(lambda: torch.set_num_threads(threads))
+    """32 at once (one batch), twice: each prediction gets exactly the text it gets alone."""
     for round_ in range(2):
         jobs = [
-            {"prompt": f"# job {round_}.{i}\nimport ", "max_new_tokens": 40 + 13 * i, "seed": i}
+            {"prompt": f"# job {round_}.{i}\nimport ", "max_new_tokens": 20 + 5 * i, "seed": i}
             for i in range(CONCURRENCY)
         ]
         with ThreadPoolExecutor(CONCURRENCY) as pool:
             bodies = list(pool.map(lambda job: succeeded(template, **job), jobs))
         for job, body in zip(jobs, bodies, strict=True):
             n = job["max_new_tokens"]
-            expected = "".join(
-                engine.generate(
-                    job["prompt"], max_new_tokens=n, temperature=0.8, top_p=0.95, seed=job["seed"]
-                )
-            )
-            assert "".join(body["output"]) == expected
+            assert "".join(body["output"]) == reference(job["prompt"], n, job["seed"])
             metrics = body["metrics"]
             assert metrics["output_token_count"] == n
             assert metrics["input_token_count"] == len(job["prompt"].encode())
             assert 0 < metrics["time_to_first_token"] < metrics["predict_time"]
+            assert 0 <= metrics["queue_time"] < metrics["time_to_first_token"]
             assert metrics["tokens_per_second"] > 0
+            assert "seed" not in metrics  # only a random seed is reported
             lines = body["logs"].splitlines()
             assert lines[0] == f"generating up to {n} tokens (seed {job['seed']})"
             assert len(lines) == 2
@@ -126,7 +136,7 @@ def test_a_random_seed_is_reported_as_a_metric(template: CogServer) -> None:
     assert f"(seed {seed})" in body["logs"]
 
 
-def test_a_ninth_concurrent_prediction_gets_409_and_the_server_stays_healthy(
+def test_one_prediction_past_capacity_gets_409_and_the_server_stays_healthy(
     template: CogServer,
 ) -> None:
     ids = [f"busy-{uuid.uuid4().hex[:8]}" for _ in range(CONCURRENCY)]
@@ -212,6 +222,71 @@ def test_a_model_error_mid_stream_fails_the_prediction_with_its_message(
     assert server.health()["status"] == "READY"
 
 
+def test_a_prediction_failing_mid_generation_fails_alone_and_its_batch_mates_succeed(
+    probed: Callable[..., CogServer], reference: Callable[..., str]
+) -> None:
+    server = probed("MainProbe", concurrency=8, FAIL_AT="20", FAIL_PROMPT="# fail")
+    before = len(probe_records(server))
+    jobs = [{"prompt": f"# ok {i}\ndef ", "max_new_tokens": 150, "seed": 40 + i} for i in range(7)]
+    jobs.insert(3, {"prompt": "# fail\ndef ", "max_new_tokens": 150, "seed": 3})
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        results = list(pool.map(lambda job: server.predict(job, timeout=120), jobs))
+    for job, (code, body) in zip(jobs, results, strict=True):
+        assert code == 200, body
+        if job["prompt"].startswith("# fail"):
+            assert body["status"] == "failed", body
+            assert "model exploded at token 20" in body["error"]
+        else:
+            assert body["status"] == "succeeded", body
+            assert "".join(body["output"]) == reference(job["prompt"], 150, job["seed"])
+    records = {r["prompt"]: r for r in probe_records(server)[before:]}
+    failed = records["# fail\ndef "]
+    assert failed["tokens"] == 20
+    mates = [r for p, r in records.items() if p.startswith("# ok")]
+    assert len(mates) == 7
+    # it was decoded beside others: some batch-mate had started before it ended, and ran on after
+    assert any(r["started"] < failed["ended"] < r["ended"] for r in mates)
+    assert server.health()["status"] == "READY"
+
+
+def test_a_dead_scheduler_reports_unhealthy_and_fails_predictions_at_once(
+    cog_servers: CogServers, tmp_path: Path
+) -> None:
+    probe = tmp_path / "probe.jsonl"
+    server = cog_servers.start(
+        "template_probes.py:MainProbe",
+        concurrency=4,
+        env={"KILL_PROMPT": "# kill", "PROBE_FILE": str(probe)},
+    )
+    assert server.health()["status"] == "READY"
+    long_id = f"long-{uuid.uuid4().hex[:8]}"
+    code, body = server.predict_async(long_id, {"prompt": FIB, "max_new_tokens": 2048, "seed": 1})
+    assert code == 202, body
+    wait_until(lambda: "generating" in ((server.get(long_id) or {}).get("logs") or ""))
+    killed_at = time.monotonic()
+    code, body = server.predict({"prompt": "# kill\n", "max_new_tokens": 50})
+    assert code == 200, body
+    assert body["status"] == "failed", body
+    assert "scheduler stopped" in body["error"]
+    assert "SchedulerKilled" in body["error"]
+    # the running prediction fails as well, at once, not after its 2048 tokens
+    long = server.wait(long_id, timeout=10)
+    assert long["status"] == "failed", long
+    assert "scheduler stopped" in long["error"]
+    assert time.monotonic() - killed_at < 2.0
+    wait_until(
+        lambda: server.health()["status"] == "UNHEALTHY", timeout=15, what="UNHEALTHY health"
+    )
+    started = time.monotonic()
+    code, body = server.predict({"prompt": FIB, "max_new_tokens": 5}, busy_retry=0)
+    assert time.monotonic() - started < 2.0
+    if code == 200:  # coglet still hands it to the predictor: run() fails at once
+        assert body["status"] == "failed", body
+        assert "scheduler stopped" in body["error"]
+    else:  # or coglet refuses it while the predictor is unhealthy
+        assert code in (409, 503), body
+
+
 # ── weights ───────────────────────────────────────────────────────────────────────────────────
 
 
@@ -256,7 +331,7 @@ def cancel_mid_generation(server: CogServer) -> tuple[float, dict[str, Any]]:
     return cancelled_at, server.wait(id_, timeout=30)
 
 
-@pytest.mark.parametrize("cls", ["SyncProbe", "AsyncYieldProbe"])
+@pytest.mark.parametrize("cls", ["MainProbe", "SyncProbe", "AsyncYieldProbe"])
 def test_a_cancel_stops_the_model_within_a_second_and_leaks_nothing(
     probed: Callable[..., CogServer], cls: str
 ) -> None:
@@ -266,12 +341,38 @@ def test_a_cancel_stops_the_model_within_a_second_and_leaks_nothing(
     assert result["status"] == "canceled"
     wait_until(lambda: len(probe_records(server)) > before, timeout=5, what="the model to stop")
     stopped = probe_records(server)[before]
+    assert stopped["prompt"] == FIB
     assert stopped["tokens"] < 2048
     assert stopped["ended"] - cancelled_at < 1.0
     after = succeeded(server, prompt=FIB, max_new_tokens=5, seed=5)
     assert "seed 111" not in after["logs"]
     assert after["logs"].splitlines()[0] == "generating up to 5 tokens (seed 5)"
     assert len(after["logs"].splitlines()) == 2
+
+
+def test_cancelling_one_async_prediction_leaves_its_batch_mates_text_unchanged(
+    probed: Callable[..., CogServer], reference: Callable[..., str]
+) -> None:
+    server = probed("AsyncYieldProbe", concurrency=4)
+    before = len(probe_records(server))
+    jobs = [{"prompt": f"# mate {i}\n", "max_new_tokens": 600, "seed": 70 + i} for i in range(3)]
+    mates = {f"mate-{uuid.uuid4().hex[:8]}": job for job in jobs}
+    for id_, job in mates.items():
+        assert server.predict_async(id_, job)[0] == 202
+    cancelled_at, result = cancel_mid_generation(server)
+    assert result["status"] == "canceled"
+    for id_, job in mates.items():
+        body = server.wait(id_, timeout=60)
+        assert body["status"] == "succeeded", body
+        assert "".join(body["output"]) == reference(job["prompt"], 600, job["seed"])
+    records = probe_records(server)[before:]
+    stopped = next(r for r in records if r["prompt"] == FIB)
+    assert stopped["tokens"] < 2048
+    assert stopped["ended"] - cancelled_at < 1.0
+    mate_records = [r for r in records if r["prompt"].startswith("# mate")]
+    assert len(mate_records) == 3
+    # they shared the batch with the cancelled one, and went on after it left
+    assert all(r["started"] < cancelled_at < r["ended"] for r in mate_records)
 
 
 def test_the_sync_example_streams_live(probed: Callable[..., CogServer]) -> None:
@@ -295,23 +396,3 @@ def test_the_async_yield_example_runs_predictions_concurrently(
         assert body["logs"].splitlines()[0] == (
             f"generating up to {job['max_new_tokens']} tokens (seed {job['seed']})"
         )
-
-
-def test_cancelling_predict_py_takes_effect_when_its_generation_ends(
-    probed: Callable[..., CogServer],
-) -> None:
-    """Known upstream limitation, pinned so that a fix in coglet shows up here.
-
-    coglet 0.23 iterates the generator an async run() returns to its end and never closes it
-    on cancel, so the bridge's consumer never leaves: the prediction reports "canceled" only
-    once the model has generated max_new_tokens. (The examples' shapes stop within a second.)
-    """
-    server = probed("MainProbe")
-    before = len(probe_records(server))
-    id_ = f"cancel-{uuid.uuid4().hex[:8]}"
-    assert server.predict_async(id_, {"prompt": FIB, "max_new_tokens": 400, "seed": 7})[0] == 202
-    wait_until(lambda: "generating" in ((server.get(id_) or {}).get("logs") or ""), timeout=30)
-    assert server.cancel(id_)[0] == 200
-    assert server.wait(id_, timeout=60)["status"] == "canceled"
-    wait_until(lambda: len(probe_records(server)) > before, timeout=5)
-    assert probe_records(server)[before]["tokens"] == 400
