@@ -412,6 +412,33 @@ class _CallbackStream(_Stream[T]):
 
     __slots__ = ()
 
+    @staticmethod
+    def check_function(fn: Callable[..., object], result: object = None) -> None:
+        """Reject what cannot push through ``emit``: a generator or coroutine (function).
+
+        Called with ``fn`` when decorating and with what ``fn`` returned when it returns: such a
+        function would otherwise "run" without ever being iterated or awaited, and the stream
+        would end empty instead of failing.
+        """
+        import inspect  # only here: the bridge's hot path never needs it
+
+        name = getattr(fn, "__qualname__", repr(fn))
+        if inspect.isgeneratorfunction(fn) or inspect.isgenerator(result):
+            problem = "is a generator function (bridge those with generator_from_thread)"
+        elif inspect.isasyncgenfunction(fn) or inspect.isasyncgen(result):
+            problem = "is an async generator function"
+        elif inspect.iscoroutinefunction(fn) or inspect.isawaitable(result):
+            problem = "is a coroutine function"
+        else:
+            return
+        close = getattr(result, "close", None)  # generators, coroutines (not async generators)
+        if close is not None:
+            close()  # no "never awaited" warning on top of the error
+        raise TypeError(
+            f"{name} {problem}; a callback producer is a blocking function that calls "
+            "emit(item) for every item"
+        )
+
     def produce(self) -> None:
         """Call the producer function to its end, a stop request, or an error (worker thread)."""
         _current_stream.set(self)
@@ -420,11 +447,13 @@ class _CallbackStream(_Stream[T]):
                 return
             fn = self.fn
             assert fn is not None
-            fn(self.emit, *self.args, **self.kwargs)
-        except StreamClosed:
-            pass  # the consumer left and `emit` told the function so: a normal way to end
+            self.check_function(fn, fn(self.emit, *self.args, **self.kwargs))
         except BaseException as exc:
-            self.error = exc
+            # After the consumer left, the function ends quietly: the StreamClosed that `emit`
+            # raised, or whatever the function made of it, is dropped (nobody would receive
+            # it). Before that, even a StreamClosed is an error: not this stream's end.
+            if not self.stop:
+                self.error = exc
         finally:
             self.fn = None
             self.args = ()
@@ -880,8 +909,11 @@ def generator_from_callback(
 
     Errors:
         An exception that escapes the function is raised in the consumer after every item
-        emitted before it (the same object, with the worker's frames in its traceback). When
-        the function returns, the stream ends.
+        emitted before it (the same object, with the worker's frames in its traceback) — also
+        a :class:`StreamClosed` while the consumer is still there (not this stream's end).
+        When the function returns, the stream ends; its return value is ignored. A generator
+        or coroutine function is rejected with ``TypeError`` (when decorating, or, when the
+        function returns one, in the consumer).
 
     Cancellation:
         When the consumer leaves early (as for :func:`generator_from_thread`), or
@@ -897,6 +929,8 @@ def generator_from_callback(
     def decorator(
         fn: Callable[Concatenate[Emit[T], P], object],
     ) -> Callable[P, Generator[T, None, None]]:
+        _CallbackStream.check_function(fn)
+
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> Generator[T, None, None]:
             stream: _CallbackStream[T] = _CallbackStream(
@@ -931,6 +965,8 @@ def async_generator_from_callback(
     def decorator(
         fn: Callable[Concatenate[Emit[T], P], object],
     ) -> Callable[P, AsyncGenerator[T, None]]:
+        _CallbackStream.check_function(fn)
+
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> AsyncGenerator[T, None]:
             stream: _CallbackStream[T] = _CallbackStream(
