@@ -43,7 +43,7 @@ $(LEGACY_STAMP): # cog 0.16.12 with its Python (FastAPI) server, no coglet: for 
 
 schema: $(SCHEMA) ## Write .cog/openapi_schema.json from predict.py (the server needs it)
 
-$(SCHEMA): predict.py scripts/schema.py $(STAMP)
+$(SCHEMA): predict.py scripts/schema.py scripts/cog_static.py $(STAMP)
 	$(PY) scripts/schema.py predict.py:Predictor -o $@
 
 PREDICT_ARGS = $(if $(MAX_NEW_TOKENS),--max-new-tokens $(MAX_NEW_TOKENS)) \

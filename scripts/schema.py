@@ -7,28 +7,32 @@ runs and tests get validation and SSE streaming without the CLI:
 
     python scripts/schema.py predict.py:Predictor [-o .cog/openapi_schema.json]
 
-Streaming (`x-cog-streaming: true`) is advertised when `run()`/`predict()` is decorated with
-`@cog.streaming`, the marker the cog CLI looks for.
+The CLI does not import the predictor: it reads predict.py's source text (see cog_static.py). So
+the predictor is first checked the way the CLI reads it, and this script fails, naming file:line,
+on anything `cog build` would reject or silently drop (a name in `@concurrent(max=...)` or in an
+Input() bound). The document then carries what the CLI writes where the two readers differ: the
+bounds (ge/le as the CLI's 64-bit floats print) and `x-cog-streaming` (`@cog.streaming` on
+run()/predict()); every bound of the written file is checked against the CLI's.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import importlib
-import inspect
 import json
 import sys
-import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import Field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from cog_static import StaticCheckError, StaticPredictor, check, cli_number, split_ref
+
 DEFAULT_OUTPUT = Path(".cog") / "openapi_schema.json"
 
 JsonDict = dict[str, Any]
+BOUND_KEYS = ("minimum", "maximum", "minLength", "maxLength")
 
 
 def _cog() -> ModuleType:
@@ -43,14 +47,6 @@ def _adt() -> ModuleType:
     return importlib.import_module("cog._adt")
 
 
-def split_ref(ref: str) -> tuple[Path, str]:
-    """Split `path/to/predict.py:Predictor` into the file and the attribute name."""
-    file_part, sep, name = ref.rpartition(":")
-    if not sep or not file_part or not name:
-        raise ValueError(f"predictor reference must look like 'predict.py:Predictor', got {ref!r}")
-    return Path(file_part), name
-
-
 def import_predictor_module(path: Path) -> str:
     """Make `path`'s module importable by name (as coglet does) and return that name."""
     directory = str(path.resolve().parent)
@@ -62,47 +58,6 @@ def import_predictor_module(path: Path) -> str:
 
 def _title(name: str) -> str:
     return " ".join(part[:1].upper() + part[1:] for part in name.split("_") if part)
-
-
-def _run_method(predictor: Any) -> Callable[..., Any] | None:
-    if inspect.isfunction(predictor):
-        return predictor
-    for name in ("run", "predict"):
-        method = getattr(predictor, name, None)
-        if inspect.isfunction(method):
-            return method
-    return None
-
-
-def supports_streaming(predictor: Any) -> bool:
-    """True if the predictor's run()/predict() carries the `@cog.streaming` decorator."""
-    fn = _run_method(predictor)
-    if fn is None:
-        return False
-    try:
-        source = textwrap.dedent(inspect.getsource(fn))
-    except (OSError, TypeError):
-        return False
-    tree = ast.parse(source)
-    node = tree.body[0] if tree.body else None
-    if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-        return False
-    streaming = _cog().streaming
-    namespace: dict[str, Any] = fn.__globals__
-    for decorator in node.decorator_list:
-        expr = decorator.func if isinstance(decorator, ast.Call) else decorator
-        if _resolve(expr, namespace) is streaming:
-            return True
-    return False
-
-
-def _resolve(expr: ast.expr, namespace: dict[str, Any]) -> Any:
-    if isinstance(expr, ast.Name):
-        return namespace.get(expr.id)
-    if isinstance(expr, ast.Attribute):
-        base = _resolve(expr.value, namespace)
-        return None if base is None else getattr(base, expr.attr, None)
-    return None
 
 
 def _input_schema(inputs: dict[str, Any]) -> tuple[JsonDict, dict[str, JsonDict]]:
@@ -163,12 +118,15 @@ def _json_response(schema: JsonDict) -> JsonDict:
     return {"content": {"application/json": {"schema": schema}}}
 
 
-def build_schema(ref: str) -> JsonDict:
-    """Introspect the predictor named by `ref` and return its OpenAPI 3.0.2 document."""
+def build_schema(ref: str, static: StaticPredictor | None = None) -> JsonDict:
+    """The OpenAPI 3.0.2 document for the predictor named by `ref`, as the cog CLI writes it.
+
+    Raises StaticCheckError if `cog build` would reject the predictor or drop part of it.
+    """
+    static = check(ref) if static is None else static
     path, name = split_ref(ref)
     module_name = import_predictor_module(path)
     info = _inspector().create_predictor(module_name, name)
-    predictor = getattr(importlib.import_module(module_name), name)
 
     input_schema, enums = _input_schema(info.inputs)
     validation_error = {
@@ -189,7 +147,7 @@ def build_schema(ref: str) -> JsonDict:
             "422": validation_error,
         },
     }
-    if supports_streaming(predictor):
+    if static.streaming:
         predict_op["x-cog-streaming"] = True
 
     def string(title: str, **extra: str) -> JsonDict:
@@ -253,7 +211,7 @@ def build_schema(ref: str) -> JsonDict:
             },
         },
     }
-    return {
+    document: JsonDict = {
         "openapi": "3.0.2",
         "info": {"title": "Cog", "version": "0.1.0"},
         "paths": {
@@ -286,14 +244,69 @@ def build_schema(ref: str) -> JsonDict:
         },
         "components": {"schemas": components},
     }
+    apply_cli_bounds(document, static)
+    return document
 
 
-def write_schema(ref: str, output: Path = DEFAULT_OUTPUT) -> Path:
-    """Build the schema for `ref` and write it to `output` (parents created). Returns `output`."""
-    document = build_schema(ref)
+def apply_cli_bounds(document: JsonDict, static: StaticPredictor) -> None:
+    """Put the CLI's bound values into `document`; fail where introspection disagrees."""
+    properties: JsonDict = document["components"]["schemas"]["Input"]["properties"]
+    if set(properties) != set(static.inputs):
+        raise ValueError(
+            f"{static.path}:{static.line}: the inputs cog introspects {sorted(properties)} are not"
+            f" the ones the cog CLI reads {sorted(static.inputs)}"
+        )
+    for name, prop in properties.items():
+        item = static.inputs[name]
+        for key in BOUND_KEYS:
+            introspected, cli = prop.get(key), item.bounds.get(key)
+            if cli is None and introspected is None:
+                continue
+            if cli is None or introspected is None or _as_cli(key, introspected) != cli:
+                raise ValueError(
+                    f"{static.path}:{item.line}: {name}: cog's introspection gives {key}="
+                    f"{introspected}, the cog CLI writes {key}={cli}"
+                )
+            prop[key] = cli
+
+
+def _as_cli(key: str, value: Any) -> Any:
+    """What the CLI writes for a bound the Python side holds as `value`."""
+    if key in ("minLength", "maxLength"):
+        return int(value)
+    return cli_number(float(value))
+
+
+def verify_cli_bounds(document: JsonDict, static: StaticPredictor) -> None:
+    """Every bound in `document` equals, in value and JSON type, the one the CLI writes."""
+    properties: JsonDict = document["components"]["schemas"]["Input"]["properties"]
+    for name, item in static.inputs.items():
+        prop = properties.get(name, {})
+        written = {key: prop[key] for key in BOUND_KEYS if key in prop}
+        same = written.keys() == item.bounds.keys() and all(
+            type(written[key]) is type(item.bounds[key]) and written[key] == item.bounds[key]
+            for key in written
+        )
+        if not same:
+            raise ValueError(
+                f"{static.path}:{item.line}: {name}: the schema has {written}, the cog CLI writes"
+                f" {item.bounds}"
+            )
+
+
+def write_schema(
+    ref: str, output: Path = DEFAULT_OUTPUT, *, static: StaticPredictor | None = None
+) -> Path:
+    """Build the schema for `ref` and write it to `output` (parents created). Returns `output`.
+
+    Raises StaticCheckError (a ValueError) where `cog build` would reject or drop something.
+    """
+    static = check(ref) if static is None else static
+    document = build_schema(ref, static)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")
     tmp.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    verify_cli_bounds(json.loads(tmp.read_text(encoding="utf-8")), static)
     tmp.replace(output)
     return output
 
@@ -306,7 +319,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        path = write_schema(args.predictor, args.output)
+        static = check(args.predictor)
+    except StaticCheckError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(
+            f"schema: cog build would reject or drop the above in {args.predictor}"
+            " (it reads the source statically: write literals there)",
+            file=sys.stderr,
+        )
+        return 1
+    except (OSError, SyntaxError, ValueError) as exc:
+        print(f"schema: {exc}", file=sys.stderr)
+        return 1
+    for warning in static.warnings:
+        print(f"{warning.path}:{warning.line}: warning: {warning.message}", file=sys.stderr)
+    try:
+        path = write_schema(args.predictor, args.output, static=static)
     except (ImportError, ValueError) as exc:
         print(f"schema: {exc}", file=sys.stderr)
         return 1
