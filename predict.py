@@ -70,7 +70,7 @@ class Predictor(BaseRunner):
         ),
         top_p: float = Input(description="Nucleus sampling mass", default=0.95, ge=0.01, le=1.0),
         seed: int | None = Input(
-            description="Random seed; empty = random", default=None, ge=0, le=9223372036854775807
+            description="Random seed (32-bit); empty = random", default=None, ge=0, le=4294967295
         ),
     ) -> ConcatenateIterator[str]:
         channel = self.submit(prompt, max_new_tokens, temperature, top_k, top_p, seed)

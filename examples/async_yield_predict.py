@@ -28,7 +28,7 @@ class Predictor(predict.Predictor):  # same setup(): loads the model, starts the
         self,
         prompt: str = Input(description="Text to continue", max_length=65536),
         max_new_tokens: int = Input(default=256, ge=1, le=2048),
-        seed: int | None = Input(default=None, ge=0, le=9223372036854775807),
+        seed: int | None = Input(default=None, ge=0, le=4294967295),
     ) -> AsyncIterator[str]:
         channel = self.submit(prompt, max_new_tokens, 0.8, 0, 0.95, seed)
         async with contextlib.aclosing(channel.astream()) as stream:  # closed however run() ends
