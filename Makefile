@@ -69,10 +69,11 @@ lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-bench: $(STAMP) ## Benchmarks: bridge vs the seed's decorator, model decode, server vs raw loop
+bench: $(STAMP) ## Benchmarks: bridge vs seed, model decode, batched server vs raw loop, cancel
 	$(PY) -m benchmarks.bench_bridge
 	$(PY) -m benchmarks.bench_model
 	$(PY) -m benchmarks.bench_server
+	$(PY) -m benchmarks.bench_cancel
 
 weights: $(STAMP) ## Train the byte-level model on the stdlib into weights/ (~11 min, 2 CPU cores)
 	$(PY) -m model.train
