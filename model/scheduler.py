@@ -101,6 +101,7 @@ import itertools
 import logging
 import threading
 import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -399,6 +400,8 @@ class Scheduler:
     def _drop(self, r: _Request, error: BaseException | None = None) -> None:
         """End ``r``: free its sequence (KV cache) now, close its channel (with ``error``)."""
         r.seq = None
+        if error is not None:  # the traceback's frames would keep the batch's sequences alive
+            _clear_frames(error)
         r.channel.close(error)
         if r in self._running:
             self._running.remove(r)
@@ -411,8 +414,19 @@ class Scheduler:
             requests = [r for _, _, r in self._waiting] + self._running
             self._waiting = []
             self._running = []
+        if cause is not None:
+            _clear_frames(cause)
         for r in requests:
             error = RuntimeError(message)
             error.__cause__ = cause
             r.seq = None
             r.channel.close(error)
+
+
+def _clear_frames(error: BaseException) -> None:
+    """Drop the local variables of the frames in ``error``'s tracebacks (lines stay)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        traceback.clear_frames(error.__traceback__)
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
