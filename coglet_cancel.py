@@ -1,22 +1,26 @@
 """Make coglet's cancel stop a generator that an async ``run()`` returned (coglet 0.23 workaround).
 
-The upstream behaviour worked around (replicate/cog, ``crates/coglet-python/src/worker_bridge.rs``):
-coglet submits an async ``run()`` to its event loop with ``asyncio.run_coroutine_threadsafe`` and
-keeps the returned ``concurrent.futures.Future`` as the slot's state. ``cancel(slot)`` (a
-``POST /predictions/{id}/cancel``, or a dropped SSE / sync client, which coglet turns into the
-same cancel) calls ``cancel_async_future()``, whose only action is ``future.cancel()``. Once
-``run()`` has returned its generator that future is finished: ``cancel()`` returns False and
+The upstream behaviour worked around, read in replicate/cog at 6110c91 (0.22.0; the 0.23.1 wheel
+logs the same messages on this path), ``crates/coglet-python/src/worker_bridge.rs``: coglet
+submits an async ``run()`` to its event loop with ``asyncio.run_coroutine_threadsafe``
+(``submit_async_coroutine`` in ``crates/coglet-python/src/predictor.rs``) and keeps the returned
+``concurrent.futures.Future`` as the slot's state. Its ``cancel(slot)`` — for a
+``POST /predictions/{id}/cancel``, and for a client that drops its SSE stream or its synchronous
+request, which coglet turns into the same cancel (``crates/coglet/src/service.rs``) — marks the
+slot cancelled and calls ``cancel_async_future()``, whose only action is ``future.cancel()``.
+Once ``run()`` has returned its generator that future is finished: ``cancel()`` returns False and
 changes nothing, and coglet goes on iterating the generator in its slot thread to its end
-(``process_generator_output`` in ``crates/coglet-python/src/predictor.rs`` never closes it and
-checks nothing between items). The model therefore generates until ``max_new_tokens``.
+(``process_generator_output`` in predictor.rs neither closes it nor checks anything between
+items). The model therefore generates until ``max_new_tokens``, holding the slot, and only then
+does coglet report the prediction ``canceled``.
 
 The workaround: :func:`install` wraps ``concurrent.futures.Future.cancel`` in this process.
 Cancelling a future that finished successfully with one of ``threading_utils``' streams as its
 result (a ``generator_from_thread`` generator, a ``Channel.stream()``, ... — whatever
 :func:`threading_utils.request_stop` recognises) asks that stream's producer to stop; the stream
-then ends quietly at once, coglet's iteration ends, and coglet reports the prediction
-``canceled`` (it marked the slot cancelled before calling ``cancel()``). Every other future
-behaves exactly as before, and asyncio's futures are a different class, untouched.
+then ends quietly at once, coglet's iteration ends, and coglet 0.23.1 reports the prediction
+``canceled`` within milliseconds (tests/test_cancel_server.py). Every other future behaves
+exactly as before, and asyncio's futures are a different class, untouched.
 
 Return value: for a bridge stream the wrapped ``cancel()`` still returns False — the future was
 finished and stays so (``cancelled()`` False, no callbacks run), as ``Future.cancel`` documents.
@@ -25,7 +29,7 @@ would reach it (logged as "Failed to cancel async future"), so the stop request 
 
 When to remove it: ``test_without_the_hook_coglet_still_runs_the_returned_generator_to_its_end``
 in tests/test_cancel_server.py runs predict.py without the hook. The day it fails, coglet stops
-such generators itself: delete this module and its ``install()`` line in predict.py.
+such generators itself: delete this module, its ``install()`` line in predict.py and that test.
 
 Call :func:`install` explicitly (predict.py's ``setup()`` does), never at import: it changes a
 standard-library class for the whole process, which only the process that serves the model
@@ -35,6 +39,7 @@ should do. This module imports neither cog nor the model.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -60,14 +65,13 @@ def install() -> bool:
             return False
         original = concurrent.futures.Future.cancel
 
+        @functools.wraps(original)  # also sets __wrapped__ = original
         def cancel(self: concurrent.futures.Future[Any]) -> bool:
             cancelled = original(self)
             if not cancelled:
                 _stop_stream_result(self)
             return cancelled
 
-        cancel.__doc__ = original.__doc__
-        cancel.__wrapped__ = original  # type: ignore[attr-defined]
         concurrent.futures.Future.cancel = cancel  # type: ignore[method-assign]
         _original = original
         return True
