@@ -106,6 +106,12 @@ def _child_env(python: str, extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
+class _Receiver(ThreadingHTTPServer):
+    # The default listen backlog (5) overflows when many predictions end at once; the kernel
+    # then drops the webhook's SYN and the client retries a second later.
+    request_queue_size = 128
+
+
 class _WebhookReceiver:
     """Collects the prediction payloads coglet POSTs to a webhook, keyed by prediction id."""
 
@@ -129,7 +135,7 @@ class _WebhookReceiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Receiver(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
