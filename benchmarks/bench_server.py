@@ -1,16 +1,16 @@
 """Benchmark: predict.py on the real Cog server vs the raw model loop, in the same run.
 
 Run ``python -m benchmarks.bench_server`` from the repository root (``--quick`` for a ~20 s smoke
-run). It starts ``python -m cog.server.http`` for predict.py (concurrency 8, as ``make serve``)
+run). It starts ``python -m cog.server.http`` for predict.py (concurrency 32, as ``make serve``)
 with the harness in scripts/cog_server.py, and measures:
 
 One stream
     The prompt ``def fibonacci(n):``, ``max_new_tokens`` 512, temperature 0.8, top_p 0.95,
     top_k 0, one fixed seed, through the server over SSE and through ``engine.generate`` in a
-    fresh thread of this process (model loaded and warmed up in that thread, torch threads set as
-    predict.py sets them). Raw TTFT is the time from calling ``generate`` to its first piece (the
-    first non-empty one: predict.py sends no empty pieces, which only an incomplete UTF-8
-    character gives);
+    fresh thread of this process (model loaded and warmed up in that thread, which sets
+    predict.py's torch thread count as the scheduler's thread does). Raw TTFT is the time from
+    calling ``generate`` to its first piece (the first non-empty one: predict.py sends no empty
+    pieces, which only an incomplete UTF-8 character gives);
     server TTFT is client-side, from sending the request to the first ``output`` event, and
     server tokens/s is tokens / (``completed`` event - send). The server's own
     ``time_to_first_token`` and ``tokens_per_second`` metrics are shown too. Raw and server runs
@@ -18,10 +18,16 @@ One stream
     tokens/s >= 95% of raw, and server TTFT <= raw TTFT + 20 ms.
 
 Concurrent predictions
-    N = 1, 2, 4, 8 synchronous predictions (256 tokens each) sent at once from a thread pool;
-    aggregate tokens/s = all tokens / wall time of the batch, and the median per-stream rate. For
-    reference, N Python threads each running ``generate`` on one shared engine in this process.
-    This is the baseline for batching; there is no target.
+    N = 1, 8, 16, 32 predictions of 256 tokens (the same prompt, seeds 1..N) started at once,
+    three ways, alternating (rotating which goes first); medians of 3 rounds.
+    Server: N SSE requests from N client threads; aggregate tokens/s = all tokens / wall time of
+    the run, TTFT client-side (send -> first ``output`` event), p50/p99 over all streams of all
+    rounds. Scheduler: the same N requests on predict.py's ``Scheduler`` (its settings) in this
+    process, each channel consumed by a thread: what the server adds shows in the difference.
+    Raw batch: the ceiling — N prefills, then ``engine.decode`` over all N for 255 steps, in one
+    thread, no scheduler, no channels, no server (its TTFT: the N-th prefill waits for the ones
+    before it). Targets: N = 8 >= 3x and N = 32 >= 5x the tokens/s of N = 1 through the server;
+    p50 TTFT at N = 8 <= 50 ms.
 
 The machine is shared and small: treat single numbers as noisy. Exit status 0 either way.
 """
@@ -29,6 +35,7 @@ The machine is shared and small: treat single numbers as noisy. Exit status 0 ei
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import statistics
@@ -51,8 +58,20 @@ sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 from cog_server import CogServer, stage_predictor  # noqa: E402
 
-from model import Engine, WeightsError, load_model, resolve_weights_path  # noqa: E402
-from predict import MAX_CONCURRENCY  # noqa: E402
+from model import (  # noqa: E402
+    Engine,
+    SamplingParams,
+    Scheduler,
+    WeightsError,
+    load_model,
+    resolve_weights_path,
+)
+from predict import (  # noqa: E402
+    FLUSH_EVERY,
+    MAX_BATCH_SIZE,
+    MAX_CONCURRENCY,
+    TORCH_THREADS,
+)
 
 T = TypeVar("T")
 
@@ -61,8 +80,9 @@ SAMPLING: dict[str, Any] = {"temperature": 0.8, "top_k": 0, "top_p": 0.95}
 SEED = 1
 TOKENS_PER_SECOND_TARGET = 0.95  # server tokens/s >= this fraction of the raw loop's
 TTFT_TARGET_MS = 20.0  # server TTFT <= raw TTFT + this many ms
+CONCURRENT_TARGETS = {8: 3.0, 32: 5.0}  # N at once >= this many times one stream's tokens/s
+TTFT_AT, TTFT_P50_TARGET_MS = 8, 50.0  # p50 TTFT with 8 at once <= 50 ms
 STREAM_TIMEOUT = 300.0  # seconds, per request
-AT_CAPACITY_RETRIES = 100  # a 409 is retried after 5 ms, this many times at most
 
 
 @dataclass(frozen=True)
@@ -75,10 +95,10 @@ class Settings:
 
 
 FULL = Settings(
-    stream_tokens=512, stream_rounds=5, batch_tokens=256, batch_rounds=3, batch_sizes=(1, 2, 4, 8)
+    stream_tokens=512, stream_rounds=5, batch_tokens=256, batch_rounds=3, batch_sizes=(1, 8, 16, 32)
 )
 QUICK = Settings(
-    stream_tokens=128, stream_rounds=2, batch_tokens=64, batch_rounds=1, batch_sizes=(1, 2, 4, 8)
+    stream_tokens=128, stream_rounds=2, batch_tokens=64, batch_rounds=1, batch_sizes=(1, 8, 16, 32)
 )
 
 
@@ -91,21 +111,13 @@ class Stream:
     server_rate: float | None = None  # the server's tokens_per_second metric
 
 
-@dataclass(frozen=True)
-class Batch:
-    aggregate: float  # all tokens / wall time
-    per_stream: list[float]  # tokens/s of each stream, client-side
-    server_per_stream: list[float]  # the server's tokens_per_second metric (server only)
-    retries: int = 0  # requests answered 409 (at capacity) and sent again
-
-
 # ── helpers ──────────────────────────────────────────────────────────────────────────────────
 
 
 def set_threads_like_predictor() -> None:
-    """What predict.py's setup() does: one intra-op thread per stream's share of the cores."""
+    """What predict.py's setup() does: TORCH_THREADS intra-op threads for the model thread."""
     if not torch.cuda.is_available():
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // MAX_CONCURRENCY))
+        torch.set_num_threads(TORCH_THREADS)
 
 
 def in_thread(fn: Callable[[], T], name: str) -> T:
@@ -149,6 +161,7 @@ def raw_stream(n_tokens: int, seed: int) -> Stream:
     """Load, warm up and time ``generate`` in a fresh thread, as the server's worker would."""
 
     def body() -> Stream:
+        set_threads_like_predictor()  # in this thread, as the scheduler thread does in its own
         engine = load_model()
         engine.warmup()
         pieces: list[str] = []
@@ -248,6 +261,14 @@ def bench_one_stream(server: CogServer, settings: Settings) -> None:
 # ── concurrent predictions ───────────────────────────────────────────────────────────────────
 
 
+@dataclass(frozen=True)
+class Run:
+    """N streams started at once: aggregate tokens/s and each stream's time to first token."""
+
+    aggregate: float  # all tokens / wall time of the whole run
+    ttft: list[float]  # seconds, one per stream
+
+
 def run_together(jobs: Sequence[Callable[[], T]]) -> tuple[list[T], float]:
     """Start ``jobs`` in their own threads at once; their results and the batch's wall time."""
     barrier = threading.Barrier(len(jobs) + 1)
@@ -265,100 +286,129 @@ def run_together(jobs: Sequence[Callable[[], T]]) -> tuple[list[T], float]:
     return results, wall
 
 
-def server_batch(server: CogServer, n_streams: int, n_tokens: int) -> Batch:
-    retries = [0]
-    retry_lock = threading.Lock()
-
-    def job(seed: int) -> Callable[[], tuple[float, dict[str, Any]]]:
-        def call() -> tuple[float, dict[str, Any]]:
-            start = time.perf_counter()
-            for _ in range(AT_CAPACITY_RETRIES):
-                code, body = server.predict(inputs(n_tokens, seed), timeout=STREAM_TIMEOUT)
-                if code != 409:
-                    break
-                # coglet answers before it frees the slot: a request sent right after another
-                # one's answer can find the slot still taken
-                with retry_lock:
-                    retries[0] += 1
-                time.sleep(0.005)
-            seconds = time.perf_counter() - start
-            if code != 200 or body.get("status") != "succeeded":
-                raise RuntimeError(f"prediction (N={n_streams}) answered {code}: {body}")
-            return seconds, body
-
-        return call
-
-    results, wall = run_together([job(i) for i in range(n_streams)])
-    tokens = sum(body["metrics"]["output_token_count"] for _, body in results)
-    return Batch(
-        tokens / wall,
-        [body["metrics"]["output_token_count"] / s for s, body in results],
-        [body["metrics"]["tokens_per_second"] for _, body in results],
-        retries[0],
+def server_run(server: CogServer, n_streams: int, n_tokens: int) -> Run:
+    """N SSE predictions at once; TTFT client-side, from sending to the first output event."""
+    results, wall = run_together(
+        [lambda i=i: server_stream(server, n_tokens, SEED + i) for i in range(n_streams)]
     )
+    return Run(n_streams * n_tokens / wall, [r.ttft for r in results])
 
 
-def raw_batch(engine: Engine, n_streams: int, n_tokens: int) -> Batch:
-    def job(seed: int) -> Callable[[], float]:
+def scheduler_run(scheduler: Scheduler, n_streams: int, n_tokens: int) -> Run:
+    """N requests on predict.py's scheduler in this process, each consumed by its own thread."""
+
+    def job(i: int) -> Callable[[], float]:
         def call() -> float:
             start = time.perf_counter()
-            count = sum(
-                1 for _ in engine.generate(PROMPT, max_new_tokens=n_tokens, seed=seed, **SAMPLING)
-            )
-            assert count == n_tokens
-            return time.perf_counter() - start
+            channel = scheduler.submit(PROMPT, max_new_tokens=n_tokens, seed=SEED + i, **SAMPLING)
+            first = None
+            for _ in channel.stream():
+                if first is None:
+                    first = time.perf_counter() - start
+            return first or float("nan")
 
         return call
 
-    seconds, wall = run_together([job(i) for i in range(n_streams)])
-    return Batch(n_streams * n_tokens / wall, [n_tokens / s for s in seconds], [])
+    ttft, wall = run_together([job(i) for i in range(n_streams)])
+    return Run(n_streams * n_tokens / wall, ttft)
+
+
+def raw_run(engine: Engine, n_streams: int, n_tokens: int) -> Run:
+    """The ceiling: prefill N sequences, then decode them as one batch; no scheduler, no server.
+
+    In a fresh thread with predict.py's torch threads, as the scheduler's thread runs it.
+    """
+
+    def body() -> Run:
+        torch.set_num_threads(TORCH_THREADS)
+        start = time.perf_counter()
+        seqs, ttft = [], []
+        for i in range(n_streams):
+            params = SamplingParams(seed=SEED + i, **SAMPLING)
+            seqs.append(engine.prefill(PROMPT, params))
+            ttft.append(time.perf_counter() - start)
+        for _ in range(n_tokens - 1):
+            engine.decode(seqs)
+        return Run(n_streams * n_tokens / (time.perf_counter() - start), ttft)
+
+    return in_thread(body, "raw-batch")
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else math.nan
 
 
 def bench_concurrent(server: CogServer, settings: Settings) -> None:
     n = settings.batch_tokens
     print(
-        f"\n2. concurrent predictions: {n} tokens each, server concurrency {server.concurrency} "
-        f"(sync POST /predictions from N client threads) vs N Python threads running generate "
-        f"on one engine; median of {settings.batch_rounds} round(s)"
+        f"\n2. N predictions at once, {n} tokens each ({PROMPT!r}, seeds {SEED}..{SEED}+N-1): "
+        f"through the server (SSE, concurrency {server.concurrency}), through predict.py's "
+        f"scheduler in this process (no server), and the raw batch-N prefill + decode loop "
+        f"(the ceiling); median of {settings.batch_rounds} round(s), TTFT over all of them"
     )
+    engine = in_thread(lambda: load_model(), "raw-load")
+    engine.warmup()
+    scheduler = Scheduler(
+        engine,
+        max_batch_size=MAX_BATCH_SIZE,
+        flush_interval=FLUSH_EVERY,
+        num_threads=TORCH_THREADS,
+    ).start()
+    kinds: dict[str, Callable[[int], Run]] = {
+        "server": lambda b: server_run(server, b, n),
+        "scheduler": lambda b: scheduler_run(scheduler, b, n),
+        "raw": lambda b: raw_run(engine, b, n),
+    }
+    runs: dict[str, dict[int, list[Run]]] = {
+        k: {b: [] for b in settings.batch_sizes} for k in kinds
+    }
+    try:
+        for r in range(settings.batch_rounds):
+            for b in settings.batch_sizes:
+                order = list(kinds)
+                order = order[r % 3 :] + order[: r % 3]  # rotate which goes first
+                for kind in order:
+                    runs[kind][b].append(kinds[kind](b))
+    finally:
+        scheduler.shutdown()
 
-    def load() -> Engine:
-        engine = load_model()
-        engine.warmup()
-        return engine
+    def agg(kind: str, b: int) -> float:
+        return median([x.aggregate for x in runs[kind][b]])
 
-    engine = in_thread(load, "raw-load")
-    server_runs: dict[int, list[Batch]] = {b: [] for b in settings.batch_sizes}
-    raw_runs: dict[int, list[Batch]] = {b: [] for b in settings.batch_sizes}
-    for r in range(settings.batch_rounds):
-        for b in settings.batch_sizes:
-            order = ("raw", "server") if (r + b) % 2 == 0 else ("server", "raw")
-            for kind in order:
-                if kind == "raw":
-                    raw_runs[b].append(raw_batch(engine, b, n))
-                else:
-                    server_runs[b].append(server_batch(server, b, n))
+    def ttfts(kind: str, b: int) -> list[float]:
+        return [t * 1e3 for x in runs[kind][b] for t in x.ttft]
 
-    header = (
-        f"   {'N':>3}  {'server agg':>11}  {'per stream':>10}  {'(metric)':>9}  "
-        f"{'raw agg':>9}  {'per stream':>10}  {'server/raw':>10}"
+    one = agg("server", settings.batch_sizes[0])
+    print(
+        f"   {'N':>3}  {'server':>8}  {'vs N=1':>6}  {'TTFT p50/p99':>13}  "
+        f"{'scheduler':>9}  {'TTFT p50/p99':>13}  {'raw batch':>9}  {'TTFT p50':>8}  "
+        f"{'server/raw':>10}"
     )
-    print(header)
-    print(f"   {'':3}  {'tokens/s':>11}  {'tokens/s':>10}  {'':9}  {'tokens/s':>9}")
+    print(f"   {'':3}  {'tok/s':>8}  {'':6}  {'ms':>13}  {'tok/s':>9}  {'ms':>13}  {'tok/s':>9}")
     for b in settings.batch_sizes:
-        srv, raw = server_runs[b], raw_runs[b]
-        srv_agg = median([x.aggregate for x in srv])
-        raw_agg = median([x.aggregate for x in raw])
+        srv, sch = ttfts("server", b), ttfts("scheduler", b)
         print(
-            f"   {b:3d}  {srv_agg:11.1f}  "
-            f"{median([v for x in srv for v in x.per_stream]):10.1f}  "
-            f"{median([v for x in srv for v in x.server_per_stream]):9.1f}  "
-            f"{raw_agg:9.1f}  {median([v for x in raw for v in x.per_stream]):10.1f}  "
-            f"{srv_agg / raw_agg:10.1%}"
+            f"   {b:3d}  {agg('server', b):8.0f}  {agg('server', b) / one:5.2f}x  "
+            f"{percentile(srv, 0.5):6.1f}/{percentile(srv, 0.99):6.1f}  "
+            f"{agg('scheduler', b):9.0f}  "
+            f"{percentile(sch, 0.5):6.1f}/{percentile(sch, 0.99):6.1f}  "
+            f"{agg('raw', b):9.0f}  {percentile(ttfts('raw', b), 0.5):8.1f}  "
+            f"{agg('server', b) / agg('raw', b):10.1%}"
         )
-    retried = sum(x.retries for runs in server_runs.values() for x in runs)
-    if retried:
-        print(f"   ({retried} request(s) answered 409 'at capacity' and retried after 5 ms)")
+    for b, target in CONCURRENT_TARGETS.items():
+        if b in settings.batch_sizes:
+            ratio = agg("server", b) / one
+            print(
+                f"   {'MET   ' if ratio >= target else 'MISSED'} {b} concurrent = {ratio:.2f}x "
+                f"one stream's tokens/s through the server (target >= {target:g}x)"
+            )
+    if TTFT_AT in settings.batch_sizes:
+        p50 = percentile(ttfts("server", TTFT_AT), 0.5)
+        print(
+            f"   {'MET   ' if p50 <= TTFT_P50_TARGET_MS else 'MISSED'} p50 TTFT at {TTFT_AT} "
+            f"concurrent = {p50:.1f} ms (target <= {TTFT_P50_TARGET_MS:g} ms)"
+        )
 
 
 # ── main ─────────────────────────────────────────────────────────────────────────────────────
@@ -369,8 +419,9 @@ def machine_line() -> str:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return (
         f"machine: {os.cpu_count()} CPUs ({usable} usable), torch {torch.__version__}, "
-        f"{torch.get_num_threads()} torch thread(s) (set as predict.py does, "
-        f"MAX_CONCURRENCY {MAX_CONCURRENCY}), {device}, Python {platform.python_version()}, "
+        f"{torch.get_num_threads()} torch thread(s) (predict.py's TORCH_THREADS), "
+        f"MAX_CONCURRENCY {MAX_CONCURRENCY}, MAX_BATCH_SIZE {MAX_BATCH_SIZE}, {device}, "
+        f"Python {platform.python_version()}, "
         f"cog {package_version('cog')}, coglet {package_version('coglet')}"
     )
 

@@ -105,6 +105,7 @@ def schedulers() -> Iterator[Callable[..., Scheduler]]:
 
     def make(engine: Any, **kwargs: Any) -> Scheduler:
         kwargs.setdefault("flush_interval", 0)  # one chunk per token: easy to count
+        kwargs.setdefault("max_events_per_second", None)
         scheduler = Scheduler(engine, **kwargs)
         made.append(scheduler)
         return scheduler
@@ -313,6 +314,27 @@ def test_text_goes_out_as_the_first_piece_then_chunks_of_flush_interval(
     assert [len(c) for c in chunks] == [1, 3, 3, 3, 1]  # first at once, per 3 ticks, the rest
 
 
+def test_with_many_requests_running_each_flushes_less_often(
+    schedulers: Callable[..., Scheduler],
+) -> None:
+    now = [0.0]
+    tick = 1 / 256
+
+    def hook(step: int, seqs: Sequence[FakeSeq]) -> None:
+        now[0] = step * tick
+
+    # 4 running, at most 256 events/s in all: each request flushes every 4/256 s = 4 ticks
+    scheduler = schedulers(
+        FakeEngine(hook), flush_interval=tick, max_events_per_second=256, clock=lambda: now[0]
+    )
+    channels = [scheduler.submit(p, max_new_tokens=11, seed=4) for p in "abcd"]
+    scheduler.start()
+    for p, channel in zip("abcd", channels, strict=True):
+        chunks = list(channel.stream())
+        assert "".join(chunks) == alone(p, 11, 4)
+        assert [len(c) for c in chunks] == [1, 4, 4, 2]
+
+
 # ── errors ────────────────────────────────────────────────────────────────────────────────────
 
 
@@ -497,7 +519,9 @@ def test_each_consumer_gets_exactly_its_own_text_whatever_the_batch(
                 submit(i)
 
     engine = FakeEngine(hook)
-    scheduler = Scheduler(engine, max_batch_size=max_batch_size, flush_interval=0)
+    scheduler = Scheduler(
+        engine, max_batch_size=max_batch_size, flush_interval=0, max_events_per_second=None
+    )
     received: list[str] = [""] * len(jobs)
 
     def consume(i: int) -> None:
@@ -624,7 +648,7 @@ def test_each_sequence_samples_from_its_own_generator_in_random_batches() -> Non
     for max_batch_size in (1, 2, 3, 10):
         order = jobs[:]
         rng.shuffle(order)
-        scheduler = Scheduler(FakeEngine(), max_batch_size=max_batch_size, flush_interval=0)
+        scheduler = Scheduler(FakeEngine(), max_batch_size=max_batch_size)
         try:
             channels = [scheduler.submit(p, max_new_tokens=n, seed=s) for p, n, s in order]
             scheduler.start()
