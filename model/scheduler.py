@@ -51,21 +51,24 @@ Knobs (``Scheduler(engine, ...)``):
 - ``clock`` (``time.monotonic``): the time source of arrivals, ``queue_time`` and flushing; a
   test can pass a fake one.
 
-Why ``max_batch_size=32`` (``python -m benchmarks.bench_model``, this project's 2-core CPU,
-fp32, one model thread; ms per decode step with sampling, median; the machine is shared and
-noisy, so read the shape, not the digits)::
+Why ``max_batch_size=32`` and one torch thread (``python -m benchmarks.bench_model``: decode
+steps of B sequences, sampling included, in one thread that set its torch thread count itself;
+this project's 2-core CPU, fp32, median of 3 x 40 steps; the machine is shared, so read the
+shape, not the digits)::
 
-    batch          1     2     4     8    12    16    24    32    48    64
-    1 thread    1.67  2.35  3.86  6.26  7.76  9.94 13.23 16.75 22.73 29.90  ms/step
-                 599   850  1037  1278  1545  1610  1814  1910  2111  2141  tokens/s
-    2 threads   1.76  3.50  5.00  8.33 10.30 12.77 16.49 22.55 31.19 36.76  ms/step
+    batch            1     2     4     8    12    16    24    32    48    64
+    1 thread  ms  1.89  2.80  4.10  6.19  8.00  9.77 13.15 16.67 23.51 30.37
+           tok/s   529   713   976  1292  1499  1638  1824  1920  2042  2107
+    2 threads ms  2.45  3.79  4.98  6.42  8.22  9.79 12.78 16.24 21.87 28.53
+           tok/s   408   528   803  1246  1460  1634  1878  1970  2195  2243
 
-Tokens/s keep rising up to 64, but flatten: 16 → 32 adds 19%, 32 → 64 only 12% for twice the
-step time (per stream 60 → 33 tokens/s). 32 sequences keep each stream well above reading speed
-while taking most of the batching gain, and equal predict.py's 32 concurrent predictions, so
-none of them waits in the queue. A KV cache is 2 MB (fp32), 64 MB for 32. One torch thread:
-with a second one the step was no faster here, and slower whenever anything else ran on the
-other core (Cog's server threads do), since an OpenMP team waits for its slowest thread.
+Tokens/s keep rising up to 64 but flatten: 16 -> 32 adds 17%, 32 -> 64 only 10% for twice the
+step time (each stream 60 -> 33 tokens/s). 32 takes most of the batching gain while each stream
+stays far above reading speed, and equals predict.py's 32 concurrent predictions, so none of them
+waits in the queue. A KV cache is 2 MB (fp32): 64 MB for 32. A second torch thread made the step
+at most 6% faster (B >= 24) and 30% slower at B = 1 here, and it takes the core that the server's
+own threads (HTTP, output events, the consumers) need; in an earlier run, with other work on the
+machine, it was 35% slower at B = 32. Hence one. (On a bigger CPU, measure again.)
 
 Determinism — what is guaranteed:
 
@@ -76,9 +79,14 @@ Determinism — what is guaranteed:
 - Across batch sizes the *logits* are equal only up to float reduction order: CPU sgemm picks
   other kernels for fewer than 4 rows, and a row's values differed by ~1e-5 between batch 1
   and batch 8 here. The text is therefore the same alone or in any batch unless a random draw
-  lands within that distance of a boundary between two tokens (in 16 prompts x 60 tokens, none
-  did: alone and in batches of 2, 4, 8 and 16 gave the same text). On CUDA in bf16 the gap is
-  larger and differing text correspondingly more likely.
+  lands within that distance of a boundary between two tokens. None did here: 16 prompts x 60
+  tokens gave the same text alone and in batches of 2, 4, 8 and 16, and the 106 requests of the
+  server tests (20 to 600 tokens, 1 torch thread) the same alone and shuffled through this
+  scheduler with max_batch_size 3, 8, 17 and 32. On CUDA in bf16 the gap is larger and differing
+  text correspondingly more likely. The tests check exactly this: fixed prompts and seeds give
+  the same text alone and in a batch of 8 (CPU fp32), the same batch twice gives the same text,
+  and with a batch-invariant fake engine no arrival order or batch size changes any request's
+  text.
 
 Errors:
 
