@@ -80,7 +80,7 @@ Determinism — what is guaranteed:
   other kernels for fewer than 4 rows, and a row's values differed by ~1e-5 between batch 1
   and batch 8 here. The text is therefore the same alone or in any batch unless a random draw
   lands within that distance of a boundary between two tokens. None did here: 16 prompts x 60
-  tokens gave the same text alone and in batches of 2, 4, 8 and 16, and the 106 requests of the
+  tokens gave the same text alone and in batches of 2, 4, 8 and 16, and the 74 requests of the
   server tests (20 to 600 tokens, 1 torch thread) the same alone and shuffled through this
   scheduler with max_batch_size 3, 8, 17 and 32. On CUDA in bf16 the gap is larger and differing
   text correspondingly more likely. The tests check exactly this: fixed prompts and seeds give
