@@ -29,9 +29,6 @@ PROGRESS_EVERY = 256  # tokens between progress lines in the logs
 FLUSH_EVERY = 0.01  # seconds: tokens made within 10 ms go out as one chunk (the first at once)
 
 
-Seed = int | None
-
-
 class _Scope(Protocol):
     def record_metric(self, name: str, value: float) -> None: ...
 
@@ -77,14 +74,20 @@ class Predictor(BaseRunner):
         return cast(ConcatenateIterator[str], channel.stream())  # cog only reads the annotation
 
     def submit(
-        self, prompt: str, max_new_tokens: int, temp: float, top_k: int, top_p: float, seed: Seed
+        self,
+        prompt: str,
+        max_new_tokens: int,
+        temperature: float,
+        top_k: int,
+        top_p: float,
+        seed: int | None,
     ) -> Channel[str]:
         """Queue one generation; call it in the prediction's context (its channel captures it)."""
         report = Report(self.engine, prompt, max_new_tokens, seed)
         return self.scheduler.submit(
             prompt,
             max_new_tokens=max_new_tokens,
-            temperature=temp,
+            temperature=temperature,
             top_k=top_k,
             top_p=top_p,
             seed=report.seed,
