@@ -1,0 +1,258 @@
+"""examples/transformers_predict.py on the real Cog server: `generate(streamer=...)` via emit.
+
+The example's predictions are compared with the same generation run here, in the test process,
+through the same function: same text, same token counts, and each prediction's own logs and
+metrics with 8 at once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cog_server import REPO_ROOT, CogServer
+from conftest import CogServers, wait_until
+
+pytestmark = [pytest.mark.server, pytest.mark.timeout(180)]
+
+CONCURRENCY = 8
+FIB = "def fibonacci(n):"
+FIB_SEED = 2  # a seed whose 300 tokens do not end early (asserted below)
+STEP_SECONDS = "0.01"  # the probed servers' model: 10 ms a token, never ending early
+Reference = Callable[[str, int, float, int], tuple[str, int]]
+
+
+@pytest.fixture(scope="module")
+def example(module_cog_servers: CogServers) -> CogServer:
+    """The example as shipped: the async shape, 8 slots."""
+    return module_cog_servers.shared(
+        "transformers_predict.py:Predictor",
+        source_dir=REPO_ROOT / "examples",
+        concurrency=CONCURRENCY,
+    )
+
+
+@pytest.fixture(scope="module")
+def probed(
+    module_cog_servers: CogServers, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[..., CogServer]:
+    """Servers for tests/predictors/transformers_probes.py, one per class and options."""
+    probes = tmp_path_factory.mktemp("transformers-probes")
+
+    def get(cls: str, concurrency: int = 1, **env: str) -> CogServer:
+        probe = probes / f"{cls}-{concurrency}-{'-'.join(sorted(env.values()))}.jsonl"
+        return module_cog_servers.shared(
+            f"transformers_probes.py:{cls}",
+            concurrency=concurrency,
+            env={"PROBE_FILE": str(probe), **env},
+        )
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def reference() -> Iterator[Reference]:
+    """(text, output_token_count) of a generation run here, as the server runs it."""
+    import torch
+
+    from examples import transformers_predict
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the server does on this machine
+    tokenizer = transformers_predict.build_tokenizer()
+    model = transformers_predict.build_model("cpu")
+
+    def generate(prompt: str, max_new_tokens: int, temperature: float, seed: int) -> tuple:
+        stream = transformers_predict.generate_text(
+            model, tokenizer, prompt, max_new_tokens, temperature, seed, time.perf_counter()
+        )
+        text = "".join(stream)
+        # One token a byte (it generates ASCII only), plus end-of-text when it ended early.
+        return text, len(text) + (len(text) < max_new_tokens)
+
+    yield generate
+    torch.set_num_threads(threads)
+
+
+def probe_records(server: CogServer) -> list[dict[str, Any]]:
+    path = Path(server.extra_env["PROBE_FILE"])
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def succeeded(server: CogServer, **inputs: Any) -> dict[str, Any]:
+    code, body = server.predict(inputs, timeout=120)
+    assert code == 200, body
+    assert body["status"] == "succeeded", body
+    return body
+
+
+def test_the_streamer_emits_whole_characters_and_counts_tokens() -> None:
+    """A character split over several tokens (bytes) is emitted once complete, not as U+FFFD."""
+    import torch
+
+    from examples import transformers_predict
+
+    tokenizer = transformers_predict.build_tokenizer()
+    emitted: list[str] = []
+    streamer = transformers_predict.TextEmitter(tokenizer, emitted.append, time.perf_counter())
+    streamer.put(torch.tensor([[256, 65]]))  # the prompt: skipped
+    for byte in "aé👩\n".encode():
+        streamer.put(torch.tensor([byte]))
+    streamer.put(torch.tensor([0xE2, 0x82]))  # the first 2 bytes of "€" ...
+    streamer.put(torch.tensor([256]))  # ... then end-of-text: nothing, and not U+FFFD yet
+    assert emitted == ["a", "é", "👩", "\n"]
+    streamer.end()  # the incomplete character is flushed as U+FFFD
+    assert emitted == ["a", "é", "👩", "\n", "\ufffd"]
+    assert streamer.tokens == len("aé👩\n".encode()) + 3
+
+
+# ── the example as shipped ────────────────────────────────────────────────────────────────────
+
+
+def test_setup_builds_the_model_in_code_and_reports_the_device(example: CogServer) -> None:
+    wait_until(
+        lambda: "model ready on cpu" in example.health()["setup"]["logs"],
+        timeout=10,
+        what="setup's device line in /health-check",
+    )
+
+
+def test_output_streams_live_over_sse(example: CogServer, reference: Reference) -> None:
+    expected, count = reference(FIB, 300, 0.8, FIB_SEED)
+    assert count == 300
+    sent = time.monotonic()
+    events = list(example.predict_stream({"prompt": FIB, "max_new_tokens": 300, "seed": FIB_SEED}))
+    outputs = [e for e in events if e.event == "output"]
+    completed = events[-1]
+    assert completed.event == "completed"
+    assert completed.data["status"] == "succeeded"
+    assert "".join(e.data["chunk"] for e in outputs) == expected
+    assert completed.data["metrics"]["output_token_count"] == 300
+    assert len(outputs) > 10  # piece by piece, not one final blob
+    assert outputs[0].time - sent < 0.3 * (completed.time - sent)
+
+
+def test_concurrent_predictions_keep_their_own_output_logs_and_metrics(
+    example: CogServer, reference: Reference
+) -> None:
+    jobs = [
+        {"prompt": f"# job {i}\nimport ", "max_new_tokens": 40 + 13 * i, "seed": i}
+        for i in range(CONCURRENCY)
+    ]
+    expected = [reference(j["prompt"], j["max_new_tokens"], 0.8, j["seed"]) for j in jobs]
+    # Some end early at end-of-text: their token count is not the length of their text.
+    assert any(count < j["max_new_tokens"] for j, (_, count) in zip(jobs, expected, strict=True))
+    with ThreadPoolExecutor(CONCURRENCY) as pool:
+        bodies = list(pool.map(lambda job: succeeded(example, **job), jobs))
+    for job, (text, count), body in zip(jobs, expected, bodies, strict=True):
+        assert "".join(body["output"]) == text
+        metrics = body["metrics"]
+        assert metrics["output_token_count"] == count
+        assert metrics["input_token_count"] == len(job["prompt"].encode()) + 1  # + start token
+        assert 0 < metrics["time_to_first_token"] < metrics["predict_time"]
+        assert metrics["tokens_per_second"] > 0
+        assert "seed" not in metrics  # given, not drawn
+        lines = body["logs"].splitlines()
+        assert len(lines) == 2, lines
+        assert lines[0] == f"generating up to {job['max_new_tokens']} tokens (seed {job['seed']})"
+        assert lines[1].startswith(f"generated {count} tokens in ")
+
+
+def test_a_random_seed_is_reported_and_reproduces_the_text(
+    example: CogServer, reference: Reference
+) -> None:
+    body = succeeded(example, prompt=FIB, max_new_tokens=20)
+    seed = body["metrics"]["seed"]
+    assert f"(seed {seed})" in body["logs"]
+    assert "".join(body["output"]) == reference(FIB, 20, 0.8, seed)[0]
+
+
+def test_a_long_prompt_is_cut_to_the_models_context(example: CogServer) -> None:
+    body = succeeded(example, prompt="x" * 5000, max_new_tokens=3, seed=1)
+    assert body["metrics"]["input_token_count"] == 512
+
+
+BAD_INPUTS = {
+    "zero tokens": {"prompt": FIB, "max_new_tokens": 0},
+    "too many tokens": {"prompt": FIB, "max_new_tokens": 1025},
+    "negative temperature": {"prompt": FIB, "temperature": -0.1},
+    "seed too big": {"prompt": FIB, "seed": 2**32},
+    "missing prompt": {"max_new_tokens": 5},
+}
+
+
+@pytest.mark.parametrize("inputs", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
+def test_bad_input_gets_a_422(example: CogServer, inputs: Any) -> None:
+    code, body = example.predict(inputs)
+    assert code == 422, body
+
+
+# ── failures and cancellation, per shape ──────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize("cls", ["Probe", "CancellableProbe"])
+def test_generate_raising_fails_the_prediction_with_its_message(
+    probed: Callable[..., CogServer], cls: str
+) -> None:
+    server = probed(cls, STEP_SECONDS=STEP_SECONDS)
+    before = len(probe_records(server))
+    events = list(
+        server.predict_stream({"prompt": f"raise at 7: {FIB}", "max_new_tokens": 50, "seed": 2})
+    )
+    final = events[-1].data
+    assert final["status"] == "failed"
+    assert "model exploded at token 7" in final["error"]
+    assert len("".join(e.data["chunk"] for e in events if e.event == "output")) <= 7
+    wait_until(lambda: len(probe_records(server)) > before, timeout=5, what="generate to end")
+    assert probe_records(server)[before]["error"] == "RuntimeError"
+    wait_until(lambda: server.health()["status"] == "READY", timeout=10, what="a free slot")
+    succeeded(server, prompt=FIB, max_new_tokens=5, seed=5)  # the next one is fine
+
+
+def start_and_cancel(server: CogServer, max_new_tokens: int) -> tuple[float, dict[str, Any]]:
+    """Start a generation, cancel it once it runs; returns (time cancelled, final result)."""
+    id_ = f"cancel-{uuid.uuid4().hex[:8]}"
+    inputs = {"prompt": FIB, "max_new_tokens": max_new_tokens, "seed": 111}
+    code, body = server.predict_async(id_, inputs)
+    assert code == 202, body
+    wait_until(lambda: "generating" in ((server.get(id_) or {}).get("logs") or ""), timeout=30)
+    cancelled_at = time.time()
+    assert server.cancel(id_)[0] == 200
+    return cancelled_at, server.wait(id_, timeout=60)
+
+
+def test_a_cancel_stops_generate_within_a_second_in_the_cancellable_shape(
+    probed: Callable[..., CogServer],
+) -> None:
+    server = probed("CancellableProbe", STEP_SECONDS=STEP_SECONDS)  # 1024 tokens: over 10 s
+    before = len(probe_records(server))
+    cancelled_at, result = start_and_cancel(server, 1024)
+    assert result["status"] == "canceled"
+    wait_until(lambda: len(probe_records(server)) > before, timeout=5, what="generate to end")
+    stopped = probe_records(server)[before]
+    assert stopped["tokens"] < 1024
+    assert stopped["ended"] - cancelled_at < 1.0
+    assert stopped["error"] in (None, "StreamClosed")  # stopped, not failed
+    after = succeeded(server, prompt=FIB, max_new_tokens=5, seed=5)  # nothing of it runs on
+    lines = after["logs"].splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0] == "generating up to 5 tokens (seed 5)"
+
+
+def test_cancelling_the_async_shape_takes_effect_when_its_generation_ends(
+    probed: Callable[..., CogServer],
+) -> None:
+    """coglet 0.23 iterates the generator an async run() returns to its end (README, Known
+    limitations): the cancel is reported once the model has generated max_new_tokens."""
+    server = probed("Probe", STEP_SECONDS=STEP_SECONDS)
+    before = len(probe_records(server))
+    _, result = start_and_cancel(server, 200)
+    assert result["status"] == "canceled"
+    wait_until(lambda: len(probe_records(server)) > before, timeout=5, what="generate to end")
+    assert probe_records(server)[before]["tokens"] == 200
