@@ -32,7 +32,7 @@ import torch
 from safetensors.torch import load_file
 
 from .gpt import GPT, GPTConfig, KVCache
-from .sampling import SamplingParams, random_seed, resolve_seed, sample
+from .sampling import SamplingParams, random_seed, resolve_seed, sample_batch
 from .text import Utf8StreamDecoder, encode
 
 CONFIG_NAME = "config.json"
@@ -219,7 +219,7 @@ class Engine:
             cache = KVCache(self.config, device=self.device, dtype=self.dtype)
             seq = SequenceState(tokens, params, cache)
             logits = self._prefill_window(seq, tokens)
-            seq.generated.append(sample(logits, params, seq.generator))
+            seq.generated.append(sample_batch(logits[None], [params], [seq.generator])[0])
         return seq
 
     def decode(self, seqs: Sequence[SequenceState]) -> list[int]:
@@ -234,27 +234,32 @@ class Engine:
         if not seqs:
             return []
         with torch.inference_mode():
-            logits: list[torch.Tensor | None] = [None] * len(seqs)
+            rows: list[torch.Tensor | None] = [None] * len(seqs)
             batch = []
             for i, seq in enumerate(seqs):
                 if seq.cache.length >= self.config.block_size:  # window full: slide it
                     window = [*seq.context, seq.last_token][-self.window_keep :]
-                    logits[i] = self._prefill_window(seq, window)
+                    rows[i] = self._prefill_window(seq, window)[None]
                 else:
                     batch.append(i)
+            logits: torch.Tensor | None = None
             if batch:
                 tokens = torch.tensor([seqs[i].last_token for i in batch], device=self.device)
                 out = self.model.decode(tokens, [seqs[i].cache for i in batch])  # (B, V)
-                out = out.to(device="cpu", dtype=torch.float32)  # one transfer for the batch
-                for row, i in enumerate(batch):
+                logits = out.to(device="cpu", dtype=torch.float32)  # one transfer for the batch
+                for i in batch:
                     seqs[i].context.append(seqs[i].last_token)
-                    logits[i] = out[row]
-            new_tokens = []
-            for seq, row_logits in zip(seqs, logits, strict=True):
-                assert row_logits is not None
-                token = sample(row_logits, seq.params, seq.generator)
+            if len(batch) < len(seqs):  # some rows re-prefilled: assemble the rows in order
+                for row, i in enumerate(batch):
+                    assert logits is not None
+                    rows[i] = logits[row : row + 1]
+                logits = torch.cat(
+                    [r.to(device="cpu", dtype=torch.float32) for r in rows if r is not None]
+                )
+            assert logits is not None
+            new_tokens = sample_batch(logits, [s.params for s in seqs], [s.generator for s in seqs])
+            for seq, token in zip(seqs, new_tokens, strict=True):
                 seq.generated.append(token)
-                new_tokens.append(token)
         return new_tokens
 
     def _prefill_window(self, seq: SequenceState, window: list[int]) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """Per-sequence sampling: temperature, top-k, top-p (nucleus), and a private random generator.
 
 Every sequence owns a CPU ``torch.Generator`` seeded from its request, and the random draw for a
-sequence only ever comes from that generator, one row at a time. A seed therefore gives the same
+sequence only ever comes from that generator: one uniform number per sampled token. The rest of
+sampling runs on the whole batch at once. A seed therefore gives the same
 tokens whether the sequence is decoded alone or inside a batch with others.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import math
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -54,17 +56,49 @@ def resolve_seed(seed: int | None) -> int:
 
 def sample(logits: Tensor, params: SamplingParams, generator: torch.Generator) -> int:
     """Pick the next token from one row of logits (V,), drawing only from ``generator``."""
-    logits = logits.detach().to(device="cpu", dtype=torch.float32)  # (V,)
-    if params.temperature == 0.0:
-        return int(torch.argmax(logits))
-    logits = logits / params.temperature
-    if 0 < params.top_k < logits.numel():
-        kth = torch.topk(logits, params.top_k).values[-1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)  # (V,)
-    if params.top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs  # mass ranked strictly above
-        sorted_probs = sorted_probs.masked_fill(before >= params.top_p, 0.0)  # keeps at least 1
-        probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
-    return int(torch.multinomial(probs, 1, generator=generator))
+    return sample_batch(logits[None], [params], [generator])[0]
+
+
+def sample_batch(
+    logits: Tensor, params: Sequence[SamplingParams], generators: Sequence[torch.Generator]
+) -> list[int]:
+    """Pick the next token of every row of logits (B, V); row b draws only from generators[b].
+
+    Temperature, top-k and top-p run on the whole batch at once. The only per-row work is one
+    uniform number from the row's own generator (none for a greedy row), which picks the token
+    by inverse CDF over the row's kept tokens, ranked by probability. Each row's result
+    depends only on its own logits, parameters and generator.
+    """
+    logits = logits.detach().to(device="cpu", dtype=torch.float32)  # (B, V)
+    B, V = logits.shape
+    if len(params) != B or len(generators) != B:
+        raise ValueError(
+            f"{B} rows of logits for {len(params)} params, {len(generators)} generators"
+        )
+    greedy = [p.temperature == 0.0 for p in params]
+    if all(greedy):
+        return [int(t) for t in torch.argmax(logits, dim=-1).tolist()]
+    temperature = torch.tensor([[p.temperature or 1.0] for p in params])  # (B, 1)
+    top_k = torch.tensor([[p.top_k - 1 if 0 < p.top_k < V else V - 1] for p in params])  # (B, 1)
+    top_p = torch.tensor([[p.top_p if p.top_p < 1.0 else math.inf] for p in params])  # (B, 1)
+    uniform = torch.cat(
+        [
+            torch.zeros(1) if g else torch.rand(1, generator=gen)
+            for g, gen in zip(greedy, generators, strict=True)
+        ]
+    )  # (B,)
+    ranked, order = torch.sort(logits / temperature, dim=-1, descending=True, stable=True)
+    kth = ranked.gather(1, top_k)  # (B, 1): the k-th largest (ties with it are kept)
+    ranked = ranked.masked_fill(ranked < kth, float("-inf"))
+    probs = torch.softmax(ranked, dim=-1)  # (B, V), ranked by probability
+    cdf = torch.cumsum(probs, dim=-1)
+    probs = probs.masked_fill(cdf - probs >= top_p, 0.0)  # mass ranked above >= p; keeps >= 1
+    cdf = torch.cumsum(probs, dim=-1)
+    kept = (probs > 0).sum(dim=-1, keepdim=True)  # kept tokens are a prefix of the ranking
+    target = (uniform[:, None] * cdf[:, -1:]).contiguous()
+    pick = torch.searchsorted(cdf, target, right=True)
+    pick = torch.minimum(pick, kept - 1)  # guards rounding at the very top of the CDF
+    tokens = order.gather(1, pick)[:, 0]
+    if any(greedy):
+        tokens = torch.where(torch.tensor(greedy), torch.argmax(logits, dim=-1), tokens)
+    return [int(t) for t in tokens.tolist()]

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from model import GPT, Engine, GPTConfig, KVCache, SamplingParams, SequenceState
-from model.sampling import sample
+from model.sampling import sample, sample_batch
 
 TINY = GPTConfig(block_size=16, n_layer=2, n_head=2, n_embd=32)
 CPU = torch.device("cpu")
@@ -162,6 +162,28 @@ def test_top_k_and_top_p_restrict_the_draws() -> None:
     assert draws_p == {0, 1}
     draws_all = {sample(logits, SamplingParams(temperature=5.0), gen) for _ in range(300)}
     assert draws_all == set(range(6))
+
+
+def test_sample_batch_rows_match_each_row_alone() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(5, 40) * 3
+    params = [
+        SamplingParams(temperature=0.0),
+        SamplingParams(temperature=0.9, top_k=5, seed=1),
+        SamplingParams(temperature=1.2, top_p=0.7, seed=2),
+        SamplingParams(temperature=1.0, top_k=1, seed=3),
+        SamplingParams(temperature=2.0, top_k=8, top_p=0.5, seed=4),
+    ]
+    batch_gens = [p.make_generator() for p in params]
+    alone_gens = [p.make_generator() for p in params]
+    for _ in range(50):
+        batched = sample_batch(logits, params, batch_gens)
+        alone = [
+            sample(logits[b], p, g) for b, (p, g) in enumerate(zip(params, alone_gens, strict=True))
+        ]
+        assert batched == alone
+        assert batched[0] == int(logits[0].argmax())  # greedy
+        assert batched[3] == int(logits[3].argmax())  # top_k 1
 
 
 @pytest.mark.parametrize(
