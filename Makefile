@@ -46,11 +46,13 @@ schema: $(SCHEMA) ## Write .cog/openapi_schema.json from predict.py (the server 
 $(SCHEMA): predict.py scripts/schema.py scripts/cog_static.py $(STAMP)
 	$(PY) scripts/schema.py predict.py:Predictor -o $@
 
+# INPUT='name=value ...': any inputs, each read as `cog predict -i name=value` reads it, split
+# and unquoted as a shell would (it reaches the script through the environment, unexpanded).
 PREDICT_ARGS = $(if $(MAX_NEW_TOKENS),--max-new-tokens $(MAX_NEW_TOKENS)) \
   $(if $(TEMPERATURE),--temperature $(TEMPERATURE)) $(if $(TOP_K),--top-k $(TOP_K)) \
-  $(if $(TOP_P),--top-p $(TOP_P)) $(if $(SEED),--seed $(SEED))
+  $(if $(TOP_P),--top-p $(TOP_P)) $(if $(SEED),--seed $(SEED)) $(if $(INPUT),--inputs "$$INPUT")
 
-predict: $(SCHEMA) ## Stream one prediction: make predict PROMPT="..." [MAX_NEW_TOKENS= SEED= ...]
+predict: $(SCHEMA) ## Stream one prediction: make predict PROMPT="..." [MAX_NEW_TOKENS= SEED= INPUT='k=v ...']
 	@$(PY) scripts/local_predict.py --url http://127.0.0.1:$(PORT) --prompt "$$PROMPT" $(PREDICT_ARGS)
 
 serve: $(SCHEMA) ## Run the Cog server for predict.py on 127.0.0.1:5000 (PORT=...; Ctrl-C stops)

@@ -3,13 +3,23 @@
 Uses the server at --url when one answers there (`make serve`); otherwise starts one for
 predict.py on a free 127.0.0.1 port, and stops it afterwards. Prints the text as the SSE `output`
 events arrive, then the prediction's logs and metrics.
+
+Any input: `-i name=value` (repeatable), read as `cog predict -i` reads it (see `parse_inputs`);
+`--inputs 'name=value name="a b"'` takes several at once, split as a shell would (`make predict
+INPUT=...`). They override `--prompt` and the other named options.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import http.client
+import json
+import math
+import mimetypes
+import re
+import shlex
 import sys
 import time
 from collections.abc import Iterator
@@ -19,6 +29,127 @@ from typing import Any
 from cog_server import REPO_ROOT, CogServer, CogServerError
 
 PREDICTOR = "predict.py:Predictor"
+SCHEMA = Path(REPO_ROOT) / ".cog" / "openapi_schema.json"
+Json = Any
+
+
+class InputError(ValueError):
+    """An `-i` flag that cannot become an input (the message says why)."""
+
+
+def parse_inputs(flags: list[str], schema: Json) -> dict[str, Json]:
+    """`name=value` flags -> the prediction's input, as the cog CLI's `cog predict -i` builds it.
+
+    The cog CLI (pkg/cli/predict.go `parseInputFlags`, pkg/predict/input.go) reads values by the
+    input's type in the OpenAPI schema, not by their look: a value in double quotes loses them;
+    `@path` is the file as a data URL; `true`/`false` is a bool where the input takes one; an
+    integer or a decimal number is a number where the input takes one (else it stays a string);
+    an object input takes the value as JSON; an array input takes a JSON array, or the value as
+    one item, and a name given several times makes an array of its values. A name the model does
+    not declare is an error, as in the CLI. Unlike the CLI, numbers keep full precision (it
+    narrows them to int32 / float32), and a union with `str` takes the number or bool whenever the
+    value parses as one (the CLI first checks it against the schema's other constraints).
+    """
+    component = schema["components"]["schemas"]["Input"]
+    declared: dict[str, Json] = component.get("properties") or {}
+    values: dict[str, list[str]] = {}
+    for flag in flags:
+        name, sep, value = flag.partition("=")
+        if not sep:
+            raise InputError(f"Failed to parse input '{flag}', expected format is 'name=value'")
+        if len(value) >= 2 and value.startswith('"') and value.endswith('"'):
+            value = value[1:-1]
+        values.setdefault(name, []).append(value)
+    unknown = sorted(set(values) - set(declared))
+    if unknown:
+        valid = ", ".join(sorted(declared)) or "none"
+        raise InputError(f"unknown input(s) {', '.join(unknown)}; valid inputs are: {valid}")
+    return {
+        name: _input_value(vals, _resolve(declared[name], schema), schema)
+        for name, vals in values.items()
+    }
+
+
+def _resolve(node: Json, schema: Json) -> Json:
+    """Follow a local `$ref` ("#/components/schemas/X")."""
+    while isinstance(node, dict) and "$ref" in node:
+        target: Json = schema
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
+def _accepts(node: Json, schema: Json, *types: str) -> bool:
+    """Does the (possibly composed) schema `node` take a value of one of `types`?"""
+    node = _resolve(node, schema)
+    if not isinstance(node, dict):
+        return False
+    own = node.get("type")
+    if (own in types) if isinstance(own, str) else any(t in types for t in own or ()):
+        return True
+    members = [*node.get("anyOf", ()), *node.get("allOf", ()), *node.get("oneOf", ())]
+    return any(_accepts(member, schema, *types) for member in members)
+
+
+def _items(node: Json, schema: Json) -> Json:
+    node = _resolve(node, schema)
+    if "items" in node:
+        return _resolve(node["items"], schema)
+    members = [*node.get("anyOf", ()), *node.get("allOf", ()), *node.get("oneOf", ())]
+    items = [_items(m, schema) for m in members if _accepts(m, schema, "array")]
+    return {"anyOf": items} if items else None
+
+
+def _input_value(values: list[str], node: Json, schema: Json) -> Json:
+    if len(values) > 1:  # -i name=a -i name=b: an array
+        return [_scalar(v, _items(node, schema), schema) for v in values]
+    value = values[0]
+    if value.startswith("@"):
+        return _data_url(value[1:])
+    if _accepts(node, schema, "object"):
+        try:
+            return json.loads(value)
+        except ValueError as exc:
+            raise InputError(f"not a JSON object: {value!r} ({exc})") from None
+    if _accepts(node, schema, "array"):
+        with contextlib.suppress(ValueError):
+            parsed = json.loads(value)
+            if isinstance(parsed, list):
+                return parsed
+        if _accepts(node, schema, "string"):
+            return value
+        return [_scalar(value, _items(node, schema), schema)]
+    return _scalar(value, node, schema)
+
+
+def _scalar(value: str, node: Json, schema: Json) -> Json:
+    if value.startswith("@"):
+        return _data_url(value[1:])
+    if node is None:
+        return value
+    if value in ("true", "false") and _accepts(node, schema, "boolean"):
+        return value == "true"
+    if not _accepts(node, schema, "integer", "number"):
+        return value
+    if re.fullmatch(r"[+-]?[0-9]+", value):
+        return int(value)
+    if _accepts(node, schema, "number") and re.fullmatch(r"[+-]?[0-9.eE+-]+", value):
+        with contextlib.suppress(ValueError):
+            number = float(value)
+            if math.isfinite(number):
+                return number
+    return value
+
+
+def _data_url(path: str) -> str:
+    file = Path(path).expanduser()
+    try:
+        content = file.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc}") from None
+    mime = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+    return f"data:{mime};base64,{base64.b64encode(content).decode()}"
 
 
 def _running_server(url: str) -> CogServer | None:
@@ -74,14 +205,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-k", type=int)
     parser.add_argument("--top-p", type=float)
     parser.add_argument("--seed", type=int)
+    parser.add_argument(
+        "-i",
+        "--input",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="any input, read as `cog predict -i` reads it (repeatable)",
+    )
+    parser.add_argument(
+        "--inputs",
+        default="",
+        metavar="'NAME=VALUE ...'",
+        help="several -i at once, split as a shell would: 'prompt=\"def f():\" seed=7'",
+    )
     args = parser.parse_args(argv)
     inputs: dict[str, Any] = {"prompt": args.prompt}
     for name in ("max_new_tokens", "temperature", "top_k", "top_p", "seed"):
         if getattr(args, name) is not None:  # unset: the predictor's default
             inputs[name] = getattr(args, name)
 
-    if not (Path(REPO_ROOT) / ".cog" / "openapi_schema.json").exists():
+    if not SCHEMA.exists():
         raise SystemExit("no .cog/openapi_schema.json: run `make schema` first")
+    try:
+        flags = [*args.input, *shlex.split(args.inputs)]
+        inputs.update(parse_inputs(flags, json.loads(SCHEMA.read_text())))
+    except (InputError, ValueError) as exc:  # ValueError: shlex, e.g. an unclosed quote
+        raise SystemExit(f"bad input: {exc}") from None
     with _server(args.url, args.concurrency) as server:
         print(f"input: {inputs}\n", file=sys.stderr)
         started = time.monotonic()
