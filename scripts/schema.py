@@ -51,8 +51,9 @@ def import_predictor_module(path: Path) -> str:
     """Make `path`'s module importable by name (as coglet does) and return that name."""
     directory = str(path.resolve().parent)
     for entry in (directory, str(Path.cwd())):
-        if entry not in sys.path:
-            sys.path.insert(0, entry)
+        if entry in sys.path:
+            sys.path.remove(entry)
+        sys.path.insert(0, entry)  # first, so that `path` wins over a same-named module elsewhere
     return path.stem
 
 
@@ -126,7 +127,14 @@ def build_schema(ref: str, static: StaticPredictor | None = None) -> JsonDict:
     static = check(ref) if static is None else static
     path, name = split_ref(ref)
     module_name = import_predictor_module(path)
-    info = _inspector().create_predictor(module_name, name)
+    before = sys.modules.get(module_name)
+    if getattr(before, "__file__", None) not in (None, str(path.resolve())):
+        del sys.modules[module_name]  # another file of that name was imported first (tests)
+    try:
+        info = _inspector().create_predictor(module_name, name)
+    finally:
+        if before is not None:  # leave a same-named module imported earlier as it was
+            sys.modules[module_name] = before
 
     input_schema, enums = _input_schema(info.inputs)
     validation_error = {
