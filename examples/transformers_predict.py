@@ -12,12 +12,12 @@ code: nothing is downloaded (its text is noise). For a real model, load both fro
 in the image in `setup()` (`AutoModelForCausalLM.from_pretrained(path)`, `AutoTokenizer...`) and
 keep the rest.
 
-Two shapes (see the README's table):
-- `Predictor`: `async def run()` returning the stream, `@concurrent(max=8)`: streams live, 8 at
-  once; a cancel takes effect when the generation ends (coglet iterates the returned generator
-  to its end), which `max_new_tokens <= 1024` bounds.
-- `CancellablePredictor`: sync `run()`: streams live, one at a time; a cancel stops
-  `generate()` at its next step.
+The shape is predict.py's (see the README's table): an `async def run()` that returns the
+stream, `@concurrent(max=8)`: it streams live and serves 8 predictions at once, and with
+`coglet_cancel.install()` in `setup()` a cancel or a dropped client stops `generate()` at its next
+step (without it, coglet 0.23 would iterate the stream to its end). A sync `run()` would be
+cancellable without the hook but serve one prediction at a time; an async generator `run()` does
+not stream live on coglet 0.23.
 
     COG_PREDICT_TYPE_STUB=examples/transformers_predict.py:Predictor COG_MAX_CONCURRENCY=8 \\
         python -m cog.server.http
@@ -52,6 +52,7 @@ from transformers import (
 )
 from transformers.generation.streamers import BaseStreamer
 
+import coglet_cancel
 from threading_utils import Emit, generator_from_callback, stop_requested
 
 EOS = "<|endoftext|>"  # id 256; also starts every prompt, as GPT-2's does
@@ -218,6 +219,7 @@ def generate_text(
 
 class Predictor(BaseRunner):
     def setup(self, weights: Path | str | None = None) -> None:  # weights: built in code
+        coglet_cancel.install()  # a cancel or a dropped client stops generate() at once
         device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cpu":  # one intra-op thread per stream when 8 share the cores
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // 8))
@@ -239,26 +241,6 @@ class Predictor(BaseRunner):
         ),
     ) -> ConcatenateIterator[str]:
         # On the event loop: calling generate_text captures this prediction's context.
-        started = time.perf_counter()
-        stream = generate_text(
-            self.model, self.tokenizer, prompt, max_new_tokens, temperature, seed, started
-        )
-        return cast(ConcatenateIterator[str], stream)
-
-
-class CancellablePredictor(Predictor):
-    @streaming
-    def run(  # type: ignore[override]  # sync on purpose: the cancellable shape
-        self,
-        prompt: str = Input(description="Text to continue", max_length=65536),
-        max_new_tokens: int = Input(description="Tokens to generate", default=128, ge=1, le=1024),
-        temperature: float = Input(description="0 = greedy", default=0.8, ge=0.0, le=2.0),
-        seed: int | None = Input(
-            description="Random seed; empty = random", default=None, ge=0, le=4294967295
-        ),
-    ) -> ConcatenateIterator[str]:
-        # cog iterates the stream in this thread and cancels by raising in it: the stream's
-        # close then stops generate() (StopWhenRequested, StreamClosed) and waits for it.
         started = time.perf_counter()
         stream = generate_text(
             self.model, self.tokenizer, prompt, max_new_tokens, temperature, seed, started

@@ -24,7 +24,8 @@ pytestmark = [pytest.mark.server, pytest.mark.timeout(180)]
 CONCURRENCY = 8
 FIB = "def fibonacci(n):"
 FIB_SEED = 2  # a seed whose 300 tokens do not end early (asserted below)
-STEP_SECONDS = "0.01"  # the probed servers' model: 10 ms a token, never ending early
+STEP_SECONDS = "0.01"  # the probed server's model: 10 ms a token, never ending early
+LONG = 1024  # tokens: over 10 s with the probe, still running when the test leaves
 Reference = Callable[[str, int, float, int], tuple[str, int]]
 
 
@@ -36,24 +37,6 @@ def example(module_cog_servers: CogServers) -> CogServer:
         source_dir=REPO_ROOT / "examples",
         concurrency=CONCURRENCY,
     )
-
-
-@pytest.fixture(scope="module")
-def probed(
-    module_cog_servers: CogServers, tmp_path_factory: pytest.TempPathFactory
-) -> Callable[..., CogServer]:
-    """Servers for tests/predictors/transformers_probes.py, one per class and options."""
-    probes = tmp_path_factory.mktemp("transformers-probes")
-
-    def get(cls: str, concurrency: int = 1, **env: str) -> CogServer:
-        probe = probes / f"{cls}-{concurrency}-{'-'.join(sorted(env.values()))}.jsonl"
-        return module_cog_servers.shared(
-            f"transformers_probes.py:{cls}",
-            concurrency=concurrency,
-            env={"PROBE_FILE": str(probe), **env},
-        )
-
-    return get
 
 
 @pytest.fixture(scope="module")
@@ -193,66 +176,69 @@ def test_bad_input_gets_a_422(example: CogServer, inputs: Any) -> None:
     assert code == 422, body
 
 
-# ── failures and cancellation, per shape ──────────────────────────────────────────────────────
+# ── failures and cancellation ─────────────────────────────────────────────────────────────────
 
 
-@pytest.mark.parametrize("cls", ["Probe", "CancellableProbe"])
-def test_generate_raising_fails_the_prediction_with_its_message(
-    probed: Callable[..., CogServer], cls: str
-) -> None:
-    server = probed(cls, STEP_SECONDS=STEP_SECONDS)
-    before = len(probe_records(server))
+@pytest.fixture(scope="module")
+def probed(module_cog_servers: CogServers, tmp_path_factory: pytest.TempPathFactory) -> CogServer:
+    """The example with a probe on its model (tests/predictors/transformers_probes.py)."""
+    probe = tmp_path_factory.mktemp("transformers-probe") / "generate.jsonl"
+    return module_cog_servers.shared(
+        "transformers_probes.py:Probe",
+        env={"PROBE_FILE": str(probe), "STEP_SECONDS": STEP_SECONDS},
+    )
+
+
+def test_generate_raising_fails_the_prediction_with_its_message(probed: CogServer) -> None:
+    before = len(probe_records(probed))
     events = list(
-        server.predict_stream({"prompt": f"raise at 7: {FIB}", "max_new_tokens": 50, "seed": 2})
+        probed.predict_stream({"prompt": f"raise at 7: {FIB}", "max_new_tokens": 50, "seed": 2})
     )
     final = events[-1].data
     assert final["status"] == "failed"
     assert "model exploded at token 7" in final["error"]
     assert len("".join(e.data["chunk"] for e in events if e.event == "output")) <= 7
-    wait_until(lambda: len(probe_records(server)) > before, timeout=5, what="generate to end")
-    assert probe_records(server)[before]["error"] == "RuntimeError"
-    wait_until(lambda: server.health()["status"] == "READY", timeout=10, what="a free slot")
-    succeeded(server, prompt=FIB, max_new_tokens=5, seed=5)  # the next one is fine
+    wait_until(lambda: len(probe_records(probed)) > before, timeout=5, what="generate to end")
+    assert probe_records(probed)[before]["error"] == "RuntimeError"
+    wait_until(lambda: probed.health()["status"] == "READY", timeout=10, what="a free slot")
+    succeeded(probed, prompt=FIB, max_new_tokens=5, seed=5)  # the next one is fine
 
 
-def start_and_cancel(server: CogServer, max_new_tokens: int) -> tuple[float, dict[str, Any]]:
-    """Start a generation, cancel it once it runs; returns (time cancelled, final result)."""
-    id_ = f"cancel-{uuid.uuid4().hex[:8]}"
-    inputs = {"prompt": FIB, "max_new_tokens": max_new_tokens, "seed": 111}
-    code, body = server.predict_async(id_, inputs)
-    assert code == 202, body
-    wait_until(lambda: "generating" in ((server.get(id_) or {}).get("logs") or ""), timeout=30)
-    cancelled_at = time.time()
-    assert server.cancel(id_)[0] == 200
-    return cancelled_at, server.wait(id_, timeout=60)
-
-
-def test_a_cancel_stops_generate_within_a_second_in_the_cancellable_shape(
-    probed: Callable[..., CogServer],
-) -> None:
-    server = probed("CancellableProbe", STEP_SECONDS=STEP_SECONDS)  # 1024 tokens: over 10 s
-    before = len(probe_records(server))
-    cancelled_at, result = start_and_cancel(server, 1024)
-    assert result["status"] == "canceled"
+def check_stopped_within_a_second(server: CogServer, before: int, left_at: float) -> None:
     wait_until(lambda: len(probe_records(server)) > before, timeout=5, what="generate to end")
     stopped = probe_records(server)[before]
-    assert stopped["tokens"] < 1024
-    assert stopped["ended"] - cancelled_at < 1.0
+    assert stopped["tokens"] < LONG
+    assert stopped["ended"] - left_at < 1.0
     assert stopped["error"] in (None, "StreamClosed")  # stopped, not failed
+    wait_until(lambda: server.health()["status"] == "READY", timeout=10, what="a free slot")
     after = succeeded(server, prompt=FIB, max_new_tokens=5, seed=5)  # nothing of it runs on
     lines = after["logs"].splitlines()
     assert len(lines) == 2, lines
     assert lines[0] == "generating up to 5 tokens (seed 5)"
 
 
-def test_cancelling_the_async_shape_takes_effect_when_its_generation_ends(
-    probed: Callable[..., CogServer],
+def test_a_cancel_stops_generate_within_a_second(probed: CogServer) -> None:
+    before = len(probe_records(probed))
+    id_ = f"cancel-{uuid.uuid4().hex[:8]}"
+    code, body = probed.predict_async(id_, {"prompt": FIB, "max_new_tokens": LONG, "seed": 111})
+    assert code == 202, body
+    wait_until(lambda: "generating" in ((probed.get(id_) or {}).get("logs") or ""), timeout=30)
+    cancelled_at = time.time()
+    assert probed.cancel(id_)[0] == 200
+    assert probed.wait(id_, timeout=30)["status"] == "canceled"
+    check_stopped_within_a_second(probed, before, cancelled_at)
+
+
+def test_a_client_that_drops_its_sse_stream_stops_generate_within_a_second(
+    probed: CogServer,
 ) -> None:
-    """coglet 0.23 iterates the generator an async run() returns to its end (README, Known
-    limitations): the cancel is reported once the model has generated max_new_tokens."""
-    server = probed("Probe", STEP_SECONDS=STEP_SECONDS)
-    before = len(probe_records(server))
-    _, result = start_and_cancel(server, 200)
-    assert result["status"] == "canceled"
-    wait_until(lambda: len(probe_records(server)) > before, timeout=5, what="generate to end")
-    assert probe_records(server)[before]["tokens"] == 200
+    before = len(probe_records(probed))
+    events = probed.predict_stream({"prompt": FIB, "max_new_tokens": LONG, "seed": 112})
+    outputs = 0
+    for event in events:
+        outputs += event.event == "output"
+        if outputs == 5:
+            break
+    left_at = time.time()
+    events.close()  # closes the connection: coglet turns that into a cancel
+    check_stopped_within_a_second(probed, before, left_at)

@@ -1,4 +1,4 @@
-"""examples/transformers_predict.py's predictors with a probe on `model.generate`.
+"""examples/transformers_predict.py's predictor with a probe on `model.generate`.
 
 What a test cannot see over HTTP, or cannot make the model do:
 - `PROBE_FILE` (env): one JSON line per `generate()` call when it ends, however it ends — the
@@ -69,15 +69,7 @@ def _probed(generate: Any) -> Any:
     return generate_with_probe
 
 
-class _Probe:
+class Probe(transformers_predict.Predictor):
     def setup(self, weights: Any = None) -> None:
-        super().setup(weights)  # type: ignore[misc]
-        self.model.generate = _probed(self.model.generate)  # type: ignore[attr-defined]
-
-
-class Probe(_Probe, transformers_predict.Predictor):
-    pass
-
-
-class CancellableProbe(_Probe, transformers_predict.CancellablePredictor):
-    pass
+        super().setup(weights)
+        self.model.generate = _probed(self.model.generate)
