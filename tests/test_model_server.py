@@ -1,4 +1,11 @@
-"""The template (predict.py, examples/) on the real Cog server, as a user would drive it."""
+"""The byte-level model behind predict.py and examples/, on the real Cog server.
+
+These tests know this model: its inputs (temperature, top_k, top_p), its log lines, its text
+(compared with an in-process regeneration), its weights, its scheduler and the probes that wrap
+its engine (tests/predictors/template_probes.py). A fork that swaps the model replaces this file
+with its own model's tests. The template's contract — what must hold for any model — is in
+tests/test_contract.py (which a fork keeps as it is) and tests/test_cancel_server.py.
+"""
 
 from __future__ import annotations
 
@@ -91,18 +98,6 @@ def test_setup_reports_the_device_and_dtype(template: CogServer) -> None:
     )
 
 
-def test_output_streams_live_over_sse(template: CogServer) -> None:
-    sent = time.monotonic()
-    events = list(template.predict_stream({"prompt": FIB, "max_new_tokens": 300, "seed": 1}))
-    outputs = [e for e in events if e.event == "output"]
-    completed = events[-1]
-    assert completed.event == "completed"
-    assert completed.data["status"] == "succeeded"
-    assert completed.data["metrics"]["output_token_count"] == 300
-    assert len(outputs) > 10  # chunk by chunk (10 ms each), not one final blob
-    assert outputs[0].time - sent < 0.3 * (completed.time - sent)
-
-
 def test_concurrent_predictions_keep_their_own_output_logs_and_metrics(
     template: CogServer, reference: Callable[..., str]
 ) -> None:
@@ -136,39 +131,15 @@ def test_a_random_seed_is_reported_as_a_metric(template: CogServer) -> None:
     assert f"(seed {seed})" in body["logs"]
 
 
-def test_one_prediction_past_capacity_gets_409_and_the_server_stays_healthy(
-    template: CogServer,
-) -> None:
-    ids = [f"busy-{uuid.uuid4().hex[:8]}" for _ in range(CONCURRENCY)]
-    for id_ in ids:
-        code, body = template.predict_async(id_, {"prompt": FIB, "max_new_tokens": 300})
-        assert code == 202, body
-    code, body = template.predict({"prompt": FIB, "max_new_tokens": 5}, busy_retry=0)
-    assert code == 409, body
-    assert "capacity" in body["error"]
-    for id_ in ids:  # a cancel that beats the start is reported "failed" by coglet 0.23
-        wait_until(lambda id_=id_: "generating" in ((template.get(id_) or {}).get("logs") or ""))
-        template.cancel(id_)
-    for id_ in ids:
-        result = template.wait(id_, timeout=60)
-        assert result["status"] == "canceled", result
-    wait_until(lambda: template.health()["status"] == "READY", timeout=30, what="free slots")
-    succeeded(template, prompt=FIB, max_new_tokens=5)
-
-
+# This model's own bounds (the contract's BAD_INPUTS cover types, min/max, missing, huge).
 BAD_INPUTS = {
-    "wrong type": {"prompt": FIB, "max_new_tokens": "many"},
-    "float for int": {"prompt": FIB, "max_new_tokens": 2.5},
-    "too many tokens": {"prompt": FIB, "max_new_tokens": 1_000_000},
-    "zero tokens": {"prompt": FIB, "max_new_tokens": 0},
+    "too many tokens": {"prompt": FIB, "max_new_tokens": 2049},
     "negative temperature": {"prompt": FIB, "temperature": -1},
     "top_p zero": {"prompt": FIB, "top_p": 0},
     "top_k too big": {"prompt": FIB, "top_k": 100_000},
     "negative seed": {"prompt": FIB, "seed": -5},
-    "huge seed": {"prompt": FIB, "seed": 2**80},
-    "missing prompt": {"max_new_tokens": 5},
-    "prompt not a string": {"prompt": ["def"]},
-    "1 MB prompt": {"prompt": "x" * 1_000_000},
+    "seed above 32 bits": {"prompt": FIB, "seed": 2**32},
+    "prompt one char too long": {"prompt": "x" * 65_537},
 }
 
 
@@ -177,15 +148,6 @@ def test_bad_input_gets_a_422_that_names_the_field(template: CogServer, inputs: 
     code, body = template.predict(inputs)
     assert code == 422, body
     assert body["detail"][0]["loc"][:2] == ["body", "input"]
-
-
-@pytest.mark.parametrize("payload", [{"input": "def f():"}, {"input": [1, 2]}, {"nothing": 1}])
-def test_a_request_that_is_not_an_input_object_is_rejected(
-    template: CogServer, payload: Any
-) -> None:
-    code, body = template.request("POST", "/predictions", payload)
-    assert code in (400, 422), body
-    succeeded(template, prompt=FIB, max_new_tokens=3)
 
 
 ODD_PROMPTS = {
