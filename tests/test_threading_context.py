@@ -14,6 +14,7 @@ import torch
 from threading_utils import (
     ContextThread,
     ContextThreadPoolExecutor,
+    StreamClosed,
     async_generator_from_thread,
     capture_context,
     generator_from_thread,
@@ -208,3 +209,20 @@ def test_capture_context_never_imports_torch():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.split() == ["ran", "False"]
+
+
+def test_a_context_thread_ended_by_stream_closed_exits_quietly_and_other_errors_are_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reported: list[type[BaseException]] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: reported.append(args.exc_type))
+
+    def raise_(exc: BaseException) -> None:
+        raise exc
+
+    quiet = ContextThread(target=raise_, args=(StreamClosed(),))
+    loud = ContextThread(target=raise_, args=(ValueError("boom"),))
+    for thread in (quiet, loud):
+        thread.start()
+        thread.join()
+    assert reported == [ValueError]

@@ -18,6 +18,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
+from ._errors import StreamClosed
+
 __all__ = ["CapturedContext", "ContextThread", "ContextThreadPoolExecutor", "capture_context"]
 
 P = ParamSpec("P")
@@ -133,6 +135,13 @@ class ContextThread(threading.Thread):
     calls :meth:`start` provides the context variables (and, here, torch's modes) that the target
     sees. Subclasses that override :meth:`run` are covered too; calling ``run()`` directly
     (without ``start()``) runs it in the caller's own thread and context, as for any Thread.
+
+    Errors:
+        As for any Thread, an exception that ends the target goes to :func:`threading.excepthook`
+        (printed, under the captured context: into the prediction's logs); it is not the
+        stream's error unless the producer that started the thread joins it and re-raises.
+        :class:`~threading_utils.StreamClosed` — a callback stream's ``emit`` called in this
+        thread after the consumer left — ends the thread quietly instead.
     """
 
     def start(self) -> None:
@@ -142,6 +151,8 @@ class ContextThread(threading.Thread):
         def run_in_captured_context() -> None:
             try:
                 captured.run(run)
+            except StreamClosed:
+                pass  # `emit` told this thread its stream's consumer left: a quiet way to end
             finally:
                 vars(self).pop("run", None)  # break the self -> closure -> self cycle
 

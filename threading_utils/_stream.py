@@ -33,6 +33,7 @@ from concurrent.futures import Executor, Future
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
 from ._context import CapturedContext, capture_context
+from ._errors import StreamClosed
 from ._pool import default_pool
 
 __all__ = [
@@ -71,17 +72,6 @@ _current_stream: contextvars.ContextVar[_Stream[Any] | None] = contextvars.Conte
 # goes with its consumer; the stream does not refer to the consumer, so nothing is kept alive.
 _streams: weakref.WeakKeyDictionary[object, _Stream[Any]] = weakref.WeakKeyDictionary()
 _streams_lock = threading.Lock()
-
-
-class StreamClosed(BaseException):
-    """Raised by a callback producer's ``emit`` once the stream's consumer has gone away.
-
-    It derives from :class:`BaseException`, like :class:`GeneratorExit`, so that a library's
-    ``except Exception`` between ``emit`` and the producer function (a ``generate()`` loop that
-    logs and retries, say) does not swallow it: the function unwinds and the worker is free.
-    The bridge catches it when it leaves the producer function; it is never raised to the
-    consumer.
-    """
 
 
 def request_stop(stream: object) -> bool:
