@@ -512,7 +512,9 @@ class Channel(_Stream[T]):
         and returns False, and the consumer's close waits up to ``grace_period`` for the feeder
         to acknowledge with :meth:`close` (then it logs a warning and returns). A feeder that
         checks :attr:`stop_requested` once per step therefore frees the request's resources
-        within one step, before the consumer's close returns.
+        within one step, before the consumer's close returns. ``close()`` on a stream that was
+        never iterated runs no code (Python generators work so): the feeder learns of it when
+        the stream is collected — at once in CPython, when its last reference goes.
 
     Args:
         max_queue_size: items that may wait before :attr:`writable` turns False (0: never).
