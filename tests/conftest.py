@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -81,3 +83,40 @@ def no_stream_outlives_its_test() -> Iterator[None]:
     """Every stream a test starts in this process has finished when the test ends."""
     yield
     wait_until(lambda: default_pool().busy == 0, timeout=10, what="stream workers to finish")
+
+
+# ── helpers shared by test modules ────────────────────────────────────────────────────────────
+
+
+def producer_thread_is_blocked(ident: int) -> bool:
+    """True once the thread `ident` sits in the bridge's wait for queue space."""
+    frame = sys._current_frames().get(ident)
+    while frame is not None:
+        if frame.f_code.co_name == "wait_for_space":
+            return True
+        frame = frame.f_back
+    return False
+
+
+async def collect(agen: Any, limit: int | None = None) -> list[Any]:
+    """The items of an async iterator, up to `limit` of them (then it stops iterating)."""
+    out = []
+    async for item in agen:
+        out.append(item)
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
+def probe_records(server: CogServer) -> list[dict[str, Any]]:
+    """The JSON lines a probe predictor wrote to the file in the server's PROBE_FILE."""
+    path = Path(server.extra_env["PROBE_FILE"])
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def succeeded(server: CogServer, **inputs: Any) -> dict[str, Any]:
+    """A synchronous prediction that must succeed; its response body."""
+    code, body = server.predict(inputs, timeout=120)
+    assert code == 200, body
+    assert body["status"] == "succeeded", body
+    return dict(body)

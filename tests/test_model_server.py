@@ -9,7 +9,6 @@ tests/test_contract.py (which a fork keeps as it is) and tests/test_cancel_serve
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 import uuid
@@ -20,7 +19,7 @@ from typing import Any
 
 import pytest
 from cog_server import REPO_ROOT, CogServer
-from conftest import CogServers, wait_until
+from conftest import CogServers, probe_records, succeeded, wait_until
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(180)]
 
@@ -72,18 +71,6 @@ def reference() -> Iterator[Callable[..., str]]:
         )
     finally:
         torch.set_num_threads(threads)
-
-
-def probe_records(server: CogServer) -> list[dict[str, Any]]:
-    path = Path(server.extra_env["PROBE_FILE"])
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def succeeded(server: CogServer, **inputs: Any) -> dict[str, Any]:
-    code, body = server.predict(inputs, timeout=120)
-    assert code == 200, body
-    assert body["status"] == "succeeded", body
-    return body
 
 
 # ── predict.py ────────────────────────────────────────────────────────────────────────────────

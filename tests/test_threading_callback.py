@@ -11,7 +11,6 @@ import contextvars
 import gc
 import itertools
 import logging
-import sys
 import threading
 import time
 import traceback
@@ -21,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from conftest import wait_until
+from conftest import collect, producer_thread_is_blocked, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -49,25 +48,6 @@ def fresh_request_id():
     token = request_id.set("unset")  # tests share one context: undo what each one sets
     yield
     request_id.reset(token)
-
-
-def producer_thread_is_blocked(ident: int) -> bool:
-    """True once the thread `ident` sits in the bridge's wait for queue space (inside `emit`)."""
-    frame = sys._current_frames().get(ident)
-    while frame is not None:
-        if frame.f_code.co_name == "wait_for_space":
-            return True
-        frame = frame.f_back
-    return False
-
-
-async def collect(agen, limit: int | None = None) -> list:
-    out = []
-    async for item in agen:
-        out.append(item)
-        if limit is not None and len(out) >= limit:
-            break
-    return out
 
 
 def bridges(max_queue_size: int = 1024, **options: Any) -> tuple[Callable, Callable]:

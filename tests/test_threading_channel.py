@@ -18,6 +18,7 @@ from collections import deque
 from typing import Any
 
 import pytest
+from conftest import collect
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -37,10 +38,6 @@ def fresh_request_id():
     token = request_id.set("unset")  # tests share one context: undo what each one sets
     yield
     request_id.reset(token)
-
-
-async def collect(agen) -> list:
-    return [item async for item in agen]
 
 
 def joined(thread: threading.Thread) -> None:

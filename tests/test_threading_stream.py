@@ -7,7 +7,6 @@ import contextvars
 import ctypes
 import gc
 import logging
-import sys
 import threading
 import time
 import traceback
@@ -16,7 +15,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import wait_until
+from conftest import collect, producer_thread_is_blocked, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -35,25 +34,6 @@ PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[Healt
 
 class Boom(Exception):
     pass
-
-
-def producer_thread_is_blocked(ident: int) -> bool:
-    """True once the thread `ident` sits in the bridge's wait for queue space."""
-    frame = sys._current_frames().get(ident)
-    while frame is not None:
-        if frame.f_code.co_name == "wait_for_space":
-            return True
-        frame = frame.f_back
-    return False
-
-
-async def collect(agen, limit: int | None = None) -> list:
-    out = []
-    async for item in agen:
-        out.append(item)
-        if limit is not None and len(out) >= limit:
-            break
-    return out
 
 
 # ── ordering, one thread per stream ───────────────────────────────────────────────────────────

@@ -7,17 +7,15 @@ metrics with 8 at once.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
 from cog_server import REPO_ROOT, CogServer
-from conftest import CogServers, wait_until
+from conftest import CogServers, probe_records, succeeded, wait_until
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(180)]
 
@@ -61,18 +59,6 @@ def reference() -> Iterator[Reference]:
 
     yield generate
     torch.set_num_threads(threads)
-
-
-def probe_records(server: CogServer) -> list[dict[str, Any]]:
-    path = Path(server.extra_env["PROBE_FILE"])
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def succeeded(server: CogServer, **inputs: Any) -> dict[str, Any]:
-    code, body = server.predict(inputs, timeout=120)
-    assert code == 200, body
-    assert body["status"] == "succeeded", body
-    return body
 
 
 def test_the_streamer_emits_whole_characters_and_counts_tokens() -> None:

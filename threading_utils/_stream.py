@@ -724,6 +724,32 @@ def _check_options(executor: object, max_queue_size: int, grace_period: float) -
         raise ValueError(f"grace_period must be >= 0 seconds, not {grace_period!r}")
 
 
+def _opener(
+    cls: type[_Stream[Any]], executor: Executor | None, max_queue_size: int, grace_period: float
+) -> Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any]], _Stream[Any]]:
+    """Check a decorator's options once; return what opens one stream of ``cls`` per call."""
+    _check_options(executor, max_queue_size, grace_period)
+    return functools.partial(
+        cls, executor=executor, max_queue_size=max_queue_size, grace_period=grace_period
+    )
+
+
+def _sync_side(stream: _Stream[T]) -> Generator[T, None, None]:
+    """The consumer of ``stream`` as a generator, known to :func:`request_stop`."""
+    return _register(_consume_sync(stream), stream)
+
+
+def _async_side(stream: _Stream[T]) -> AsyncGenerator[T, None]:
+    """The consumer of ``stream`` as an async generator, known to :func:`request_stop`.
+
+    It also stops the producer if the consumer is collected without being finalised by an event
+    loop (no asyncgen hooks, or the loop already closed).
+    """
+    consumer = _register(_consume_async(stream), stream)
+    weakref.finalize(consumer, stream.request_stop)
+    return consumer
+
+
 def async_generator_from_thread(
     executor: Executor | None = None,
     max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
@@ -780,24 +806,12 @@ def async_generator_from_thread(
         max_queue_size: the backpressure bound, 0 for unbounded.
         grace_period: seconds a close waits for the producer to finish.
     """
-    _check_options(executor, max_queue_size, grace_period)
+    open_stream = _opener(_Stream, executor, max_queue_size, grace_period)
 
     def decorator(fn: Callable[P, Iterable[T]]) -> Callable[P, AsyncGenerator[T, None]]:
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> AsyncGenerator[T, None]:
-            stream = _Stream(
-                fn,
-                args,
-                kwargs,
-                executor=executor,
-                max_queue_size=max_queue_size,
-                grace_period=grace_period,
-            )
-            consumer = _register(_consume_async(stream), stream)
-            # Also stop the producer if the consumer is collected without being finalised by
-            # an event loop (no asyncgen hooks, or the loop already closed).
-            weakref.finalize(consumer, stream.request_stop)
-            return consumer
+            return _async_side(open_stream(fn, args, kwargs))
 
         return wrapper
 
@@ -840,20 +854,12 @@ def generator_from_thread(
         producer is stopped as for :func:`async_generator_from_thread`, and the close blocks
         the consumer's thread until the producer has finished or ``grace_period`` has passed.
     """
-    _check_options(executor, max_queue_size, grace_period)
+    open_stream = _opener(_Stream, executor, max_queue_size, grace_period)
 
     def decorator(fn: Callable[P, Iterable[T]]) -> Callable[P, Generator[T, None, None]]:
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> Generator[T, None, None]:
-            stream = _Stream(
-                fn,
-                args,
-                kwargs,
-                executor=executor,
-                max_queue_size=max_queue_size,
-                grace_period=grace_period,
-            )
-            return _register(_consume_sync(stream), stream)
+            return _sync_side(open_stream(fn, args, kwargs))
 
         return wrapper
 
@@ -916,7 +922,7 @@ def generator_from_callback(
         that ends after the consumer left ends quietly: any error it raises then is dropped.
         The consumer's close waits up to ``grace_period`` for the function to return.
     """
-    _check_options(executor, max_queue_size, grace_period)
+    open_stream = _opener(_CallbackStream, executor, max_queue_size, grace_period)
 
     def decorator(
         fn: Callable[Concatenate[Emit[T], P], object],
@@ -925,15 +931,7 @@ def generator_from_callback(
 
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> Generator[T, None, None]:
-            stream: _CallbackStream[T] = _CallbackStream(
-                fn,  # type: ignore[arg-type]  # called with `emit` first by produce()
-                args,
-                kwargs,
-                executor=executor,
-                max_queue_size=max_queue_size,
-                grace_period=grace_period,
-            )
-            return _register(_consume_sync(stream), stream)
+            return _sync_side(open_stream(fn, args, kwargs))
 
         return wrapper
 
@@ -952,7 +950,7 @@ def async_generator_from_callback(
     ``async for`` on an event loop, as :func:`async_generator_from_thread` is; the consumer's
     steps never block the loop, and a close waits for the function without blocking it.
     """
-    _check_options(executor, max_queue_size, grace_period)
+    open_stream = _opener(_CallbackStream, executor, max_queue_size, grace_period)
 
     def decorator(
         fn: Callable[Concatenate[Emit[T], P], object],
@@ -961,17 +959,7 @@ def async_generator_from_callback(
 
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> AsyncGenerator[T, None]:
-            stream: _CallbackStream[T] = _CallbackStream(
-                fn,  # type: ignore[arg-type]  # called with `emit` first by produce()
-                args,
-                kwargs,
-                executor=executor,
-                max_queue_size=max_queue_size,
-                grace_period=grace_period,
-            )
-            consumer = _register(_consume_async(stream), stream)
-            weakref.finalize(consumer, stream.request_stop)
-            return consumer
+            return _async_side(open_stream(fn, args, kwargs))
 
         return wrapper
 
