@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 import sys
 import time
@@ -15,6 +16,17 @@ from cog_server import CogServer, stage_predictor
 from threading_utils._pool import default_pool
 
 PREDICTORS = Path(__file__).resolve().parent / "predictors"
+
+# A context variable the bridge's tests set in the consumer and read in the producer.
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="unset")
+
+
+@pytest.fixture(autouse=True)
+def fresh_request_id() -> Iterator[None]:
+    """Tests share one context: undo what each one sets in `request_id`."""
+    token = request_id.set("unset")
+    yield
+    request_id.reset(token)
 
 
 class CogServers:

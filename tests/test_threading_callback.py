@@ -7,7 +7,6 @@ contract as the generator bridge (tests/test_threading_stream.py), seen from `em
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import gc
 import itertools
 import logging
@@ -20,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from conftest import collect, producer_thread_is_blocked, wait_until
+from conftest import collect, producer_thread_is_blocked, request_id, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -34,20 +33,11 @@ from threading_utils import (
     stop_requested,
 )
 
-request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="unset")
-
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 class Boom(Exception):
     pass
-
-
-@pytest.fixture(autouse=True)
-def fresh_request_id():
-    token = request_id.set("unset")  # tests share one context: undo what each one sets
-    yield
-    request_id.reset(token)
 
 
 def bridges(max_queue_size: int = 1024, **options: Any) -> tuple[Callable, Callable]:
@@ -698,14 +688,3 @@ def test_any_executor_may_run_the_function():
         executor.shutdown()
     with pytest.raises(RuntimeError, match="shutdown"):
         asyncio.run(collect(source()))
-
-
-def test_bad_options_are_rejected_at_decoration_time():
-    with pytest.raises(ValueError, match="max_queue_size"):
-        generator_from_callback(max_queue_size=-1)
-    with pytest.raises(TypeError, match="max_queue_size"):
-        async_generator_from_callback(max_queue_size=2.5)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="parentheses"):
-        generator_from_callback(lambda emit: None)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="grace_period"):
-        async_generator_from_callback(grace_period=-1)

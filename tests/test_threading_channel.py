@@ -9,7 +9,6 @@ that leaves is seen by the feeder, which acknowledges with `close()`.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import gc
 import logging
 import threading
@@ -18,26 +17,17 @@ from collections import deque
 from typing import Any
 
 import pytest
-from conftest import collect
+from conftest import collect, request_id
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from threading_utils import Channel, ContextThread, request_stop, stop_requested
-
-request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="unset")
 
 PROPERTY = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 class Boom(Exception):
     pass
-
-
-@pytest.fixture(autouse=True)
-def fresh_request_id():
-    token = request_id.set("unset")  # tests share one context: undo what each one sets
-    yield
-    request_id.reset(token)
 
 
 def joined(thread: threading.Thread) -> None:

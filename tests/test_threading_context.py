@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
 import subprocess
 import sys
 import threading
@@ -10,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
+from conftest import request_id
 
 from threading_utils import (
     ContextThread,
@@ -19,15 +19,6 @@ from threading_utils import (
     capture_context,
     generator_from_thread,
 )
-
-request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="unset")
-
-
-@pytest.fixture(autouse=True)
-def fresh_request_id():
-    token = request_id.set("unset")  # tests share one context: undo what each one sets
-    yield
-    request_id.reset(token)
 
 
 def torch_modes() -> tuple[bool, bool, bool, torch.dtype]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import ctypes
 import gc
 import logging
@@ -15,19 +14,19 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import collect, producer_thread_is_blocked, wait_until
+from conftest import collect, producer_thread_is_blocked, request_id, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from threading_utils import (
     ContextThread,
+    async_generator_from_callback,
     async_generator_from_thread,
+    generator_from_callback,
     generator_from_thread,
     stop_requested,
 )
 from threading_utils._pool import default_pool
-
-request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="unset")
 
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -545,12 +544,21 @@ def test_any_executor_may_run_the_producer():
         asyncio.run(collect(source()))
 
 
-def test_bad_options_are_rejected_at_decoration_time():
+@pytest.mark.parametrize(
+    "decorator",
+    [
+        generator_from_thread,
+        async_generator_from_thread,
+        generator_from_callback,
+        async_generator_from_callback,
+    ],
+)
+def test_bad_options_are_rejected_at_decoration_time(decorator):
     with pytest.raises(ValueError, match="max_queue_size"):
-        generator_from_thread(max_queue_size=-1)
+        decorator(max_queue_size=-1)
     with pytest.raises(TypeError, match="max_queue_size"):
-        async_generator_from_thread(max_queue_size=2.5)  # type: ignore[arg-type]
+        decorator(max_queue_size=2.5)
     with pytest.raises(TypeError, match="parentheses"):
-        async_generator_from_thread(lambda: iter(()))  # type: ignore[arg-type]
+        decorator(lambda: iter(()))
     with pytest.raises(ValueError, match="grace_period"):
-        generator_from_thread(grace_period=-1)
+        decorator(grace_period=-1)
