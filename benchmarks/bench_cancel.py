@@ -63,6 +63,8 @@ class Tally:
 
     attempts: int = 0
     busy: int = 0  # attempts answered 409
+    requests: int = 0
+    turned_away: int = 0  # requests answered 409 at least once
     normal_ok: int = 0
     normal_failed: list[str] = field(default_factory=list)
     cancel_to_canceled: list[float] = field(default_factory=list)
@@ -76,6 +78,8 @@ class Tally:
     def add(self, other: Tally) -> None:
         self.attempts += other.attempts
         self.busy += other.busy
+        self.requests += other.requests
+        self.turned_away += other.turned_away
         self.normal_ok += other.normal_ok
         self.normal_failed += other.normal_failed
         self.cancel_to_canceled += other.cancel_to_canceled
@@ -107,6 +111,8 @@ def open_stream(
 ) -> Generator[Any, None, None]:
     """An SSE stream whose first event has arrived (a 409 retried); its events, that one first."""
     deadline = time.monotonic() + GIVE_UP
+    tally.requests += 1
+    busy = False
     while True:
         tally.attempts += 1
         events = server.predict_stream(inputs, timeout=GIVE_UP, busy_retry=0)
@@ -116,6 +122,8 @@ def open_stream(
             if "answered 409" not in str(exc) or time.monotonic() > deadline:
                 raise
             tally.busy += 1
+            tally.turned_away += not busy
+            busy = True
             time.sleep(RETRY_EVERY)
             continue
         return _chain(first, events)
@@ -131,12 +139,16 @@ def _chain(first: Any, rest: Iterator[Any]) -> Generator[Any, None, None]:
 
 def run_normal(server: CogServer, inputs: dict[str, Any], tally: Tally) -> None:
     deadline = time.monotonic() + GIVE_UP
+    tally.requests += 1
+    busy = False
     while True:
         tally.attempts += 1
         code, body = server.predict(inputs, timeout=GIVE_UP, busy_retry=0)
         if code != 409 or time.monotonic() > deadline:
             break
         tally.busy += 1
+        tally.turned_away += not busy
+        busy = True
         time.sleep(RETRY_EVERY)
     if code == 200 and body.get("status") == "succeeded":
         tally.normal_ok += 1
@@ -254,7 +266,13 @@ def report(results: dict[str, Tally], clients: int, per_client: int) -> None:
         ("slot held after a cancel, p50 / max", lambda t: p50_max(t.slot_after_cancel)),
         ("slot held after an SSE drop, p50 / max", lambda t: p50_max(t.slot_after_drop)),
         (
-            "attempts answered 409",
+            "requests answered 409 at least once",
+            lambda t: (
+                f"{t.turned_away}/{t.requests} ({100 * t.turned_away / max(1, t.requests):.1f}%)"
+            ),
+        ),
+        (
+            "attempts answered 409 (retried every 20 ms)",
             lambda t: f"{t.busy}/{t.attempts} ({100 * t.busy / max(1, t.attempts):.1f}%)",
         ),
         ("cancelled predictions' status", lambda t: str(dict(sorted(t.cancel_statuses.items())))),
