@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from .gpt import GPT, GPTConfig, KVCache
+from .gpt import GPT, GPTConfig, KVCache, KVPool
 from .sampling import SamplingParams, random_seed, resolve_seed, sample_batch
 from .text import Utf8StreamDecoder, encode
 
@@ -172,6 +172,7 @@ class Engine:
         device: torch.device,
         dtype: torch.dtype,
         window_keep: int | None = None,
+        kv_slots: int = 8,
     ) -> None:
         self.config: GPTConfig = model.config
         self.device = device
@@ -181,6 +182,8 @@ class Engine:
         if not 1 <= keep <= self.config.block_size:
             raise ValueError(f"window_keep must be in 1..{self.config.block_size}, got {keep}")
         self.window_keep = keep
+        # every sequence's KV cache is a slot of this pool (see KVPool); it grows as needed
+        self.kv_pool = KVPool(self.config, device=device, dtype=dtype, slots=kv_slots)
 
     # ---- prompts and seeds -------------------------------------------------------------------
 
@@ -216,7 +219,7 @@ class Engine:
         if not all(0 <= t < self.config.vocab_size for t in tokens):
             raise ValueError(f"token ids must be in [0, {self.config.vocab_size})")
         with torch.inference_mode():
-            cache = KVCache(self.config, device=self.device, dtype=self.dtype)
+            cache = KVCache(self.config, device=self.device, dtype=self.dtype, pool=self.kv_pool)
             seq = SequenceState(tokens, params, cache)
             logits = self._prefill_window(seq, tokens)
             seq.generated.append(sample_batch(logits[None], [params], [seq.generator])[0])
@@ -261,6 +264,13 @@ class Engine:
             for seq, token in zip(seqs, new_tokens, strict=True):
                 seq.generated.append(token)
         return new_tokens
+
+    def release(self, seq: SequenceState) -> None:
+        """Free ``seq``'s KV cache slot now (idempotent); ``seq`` cannot be decoded afterwards.
+
+        Optional: a sequence that is garbage collected frees its slot too.
+        """
+        seq.cache.release()
 
     def _prefill_window(self, seq: SequenceState, window: list[int]) -> torch.Tensor:
         idx = torch.tensor(window, device=self.device)  # (T,)

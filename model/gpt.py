@@ -13,7 +13,11 @@ V = vocab size (256: one token per byte value).
 
 from __future__ import annotations
 
+import contextlib
+import heapq
 import math
+import threading
+import weakref
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, cast
@@ -65,23 +69,115 @@ class GPTConfig:
         return cls(**data)
 
 
-class KVCache:
-    """Keys and values of one sequence for every layer, preallocated to the context window.
+class KVPool:
+    """Keys and values of many sequences, one *slot* each, in one tensor per kind.
 
-    ``k`` and ``v`` have shape (n_layer, H, block_size, D); positions ``[0, length)`` are valid.
-    Each sequence owns its cache, so sequences can join or leave a decode batch at any step and
-    different threads can run different sequences without sharing mutable state.
+    ``k`` and ``v`` have shape (n_layer, slots, H, block_size, D). A decode step writes the new
+    keys/values of all its rows with one indexed assignment per layer and runs one attention
+    call per layer over the pool's leading slots, with a mask for each row's length, instead of
+    one call per row. Slots are handed out lowest first, so the slots in use stay a prefix of
+    the pool; when none is free the pool doubles (its contents are copied), and a freed slot is
+    reused. Memory is that of the most sequences alive at once, rounded up to a power of two.
+
+    ``lock`` (reentrant) guards the free list and growth; ``GPT.prefill``/``decode`` hold it
+    around a model call on pooled caches, so growth never moves a tensor under a running call:
+    model calls on one pool run one at a time, from any thread.
     """
 
-    def __init__(self, config: GPTConfig, *, device: torch.device, dtype: torch.dtype) -> None:
-        shape = (config.n_layer, config.n_head, config.block_size, config.head_size)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.length = 0
+    def __init__(
+        self, config: GPTConfig, *, device: torch.device, dtype: torch.dtype, slots: int = 1
+    ) -> None:
+        if slots < 1:
+            raise ValueError(f"a KVPool needs at least one slot, got {slots}")
+        self.config = config
+        self.lock = threading.RLock()
+        self.k = self._zeros(slots, device, dtype)
+        self.v = self._zeros(slots, device, dtype)
+        self._free = list(range(slots))  # a heap: the lowest free slot first
+
+    def _zeros(self, slots: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+        c = self.config
+        shape = (c.n_layer, slots, c.n_head, c.block_size, c.head_size)
+        # zeros, not empty: masked positions of unused slots must be finite (0 * NaN is NaN)
+        return torch.zeros(shape, device=device, dtype=dtype)
 
     @property
     def capacity(self) -> int:
-        return self.k.shape[2]
+        """Slots allocated (in use or free)."""
+        return self.k.shape[1]
+
+    @property
+    def num_used(self) -> int:
+        with self.lock:
+            return self.capacity - len(self._free)
+
+    def allocate(self) -> int:
+        """A free slot (the lowest); the pool doubles when none is free."""
+        with self.lock:
+            if not self._free:
+                n = self.capacity
+                k = self._zeros(2 * n, self.k.device, self.k.dtype)
+                v = self._zeros(2 * n, self.v.device, self.v.dtype)
+                k[:, :n] = self.k
+                v[:, :n] = self.v
+                self.k, self.v = k, v
+                self._free = list(range(n, 2 * n))
+            return heapq.heappop(self._free)
+
+    def release(self, slot: int) -> None:
+        with self.lock:
+            heapq.heappush(self._free, slot)
+
+
+class KVCache:
+    """Keys and values of one sequence for every layer: one slot of a ``KVPool``.
+
+    ``k`` and ``v`` are views of shape (n_layer, H, block_size, D); positions ``[0, length)``
+    are valid. Without ``pool`` the cache gets a pool of its own. The slot goes back to the pool
+    when ``release()`` is called or, failing that, when the cache is garbage collected, so
+    sequences can join or leave a decode batch at any step.
+    """
+
+    def __init__(
+        self,
+        config: GPTConfig,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+        pool: KVPool | None = None,
+    ) -> None:
+        if pool is None:
+            pool = KVPool(config, device=device, dtype=dtype)
+        self.pool = pool
+        self.slot = pool.allocate()
+        self.length = 0
+        self._finalizer = weakref.finalize(self, pool.release, self.slot)
+
+    @property
+    def released(self) -> bool:
+        return not self._finalizer.alive
+
+    def release(self) -> None:
+        """Give the slot back now (idempotent); the cache is unusable afterwards."""
+        self._finalizer()
+
+    def _check(self) -> None:
+        if self.released:
+            raise ValueError("this KV cache was released")
+
+    @property
+    def k(self) -> Tensor:
+        self._check()
+        return self.pool.k[:, self.slot]
+
+    @property
+    def v(self) -> Tensor:
+        self._check()
+        return self.pool.v[:, self.slot]
+
+    @property
+    def capacity(self) -> int:
+        return self.pool.config.block_size
 
 
 class LayerNorm(nn.Module):
@@ -131,24 +227,77 @@ class CausalSelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (1, H, T, D)
         return self._out(y)
 
-    def decode(
-        self, x: Tensor, caches: Sequence[tuple[Tensor, Tensor]], pos: Sequence[int]
-    ) -> Tensor:
-        """x: (B, 1, C), row b at position pos[b]; caches[b] = (k, v) of shape (H, block, D).
+    def decode(self, x: Tensor, layer: int, groups: Sequence[_PoolRows]) -> Tensor:
+        """x: (B, 1, C); each group's rows attend over their slots of one pool at ``layer``.
 
-        The projections run batched; attention runs per row over that row's own valid keys, so
-        rows of different lengths need no padding or mask, and each row's attention is exactly
-        the computation it would get alone.
+        One attention call per group (in practice one pool: one call for the whole batch) over
+        the pool's slots ``[0, max slot]`` and positions ``[0, max position]``, with a mask
+        that keeps, for each row, exactly its own valid keys; slots of the range that are not
+        in the batch get a dummy query that sees position 0 only.
         """
         q, k, v = self._qkv(x)  # (B, H, 1, D)
-        rows = []
-        for b, ((k_cache, v_cache), p) in enumerate(zip(caches, pos, strict=True)):
-            k_cache[:, p] = k[b, :, 0]
-            v_cache[:, p] = v[b, :, 0]
-            keys = k_cache[None, :, : p + 1]  # (1, H, p+1, D)
-            values = v_cache[None, :, : p + 1]  # (1, H, p+1, D)
-            rows.append(F.scaled_dot_product_attention(q[b : b + 1], keys, values))  # (1, H, 1, D)
-        return self._out(torch.cat(rows))  # (B, 1, C)
+        if len(groups) == 1:  # all rows in one pool (an engine's): no gather/scatter of rows
+            return self._out(groups[0].attend(q, k, v, layer))  # (B, 1, C)
+        y = torch.empty_like(q)
+        for group in groups:
+            rows = group.rows
+            y[rows] = group.attend(q[rows], k[rows], v[rows], layer)
+        return self._out(y)  # (B, 1, C)
+
+
+class _PoolRows:
+    """The rows of one decode batch whose caches are slots of the same ``KVPool``.
+
+    Attention runs over the slots ``[lo, hi)`` spanned by the rows. Usual case (sequences
+    decoded in the order they joined, as many as are alive): the rows are exactly those slots in
+    order, so queries and outputs need no scatter/gather, and when every row also sits at the
+    same position the new keys/values are written with plain slicing and no mask is needed.
+    """
+
+    def __init__(self, pool: KVPool, rows: list[int], slots: list[int], pos: list[int]) -> None:
+        device = pool.k.device
+        self.pool = pool
+        self.rows = torch.tensor(rows, device=device)  # (b,) rows of the batch
+        self.lo, self.hi = min(slots), max(slots) + 1
+        self.length = max(pos) + 1  # L: the positions attention runs over
+        self.in_order = slots == list(range(self.lo, self.hi))
+        self.same_pos = min(pos) == max(pos)
+        self.at: int | None = pos[0] if self.in_order and self.same_pos else None
+        self.slots = torch.tensor([s - self.lo for s in slots], device=device)  # (b,) in span
+        self.pos = torch.tensor(pos, device=device)  # (b,)
+        self.mask: Tensor | None = None  # (P, 1, 1, L): each slot's valid keys
+        if self.at is None:
+            pos_p = torch.zeros(self.hi - self.lo, dtype=torch.long, device=device)
+            pos_p[self.slots] = self.pos  # slots not in the batch see position 0 only
+            keys = torch.arange(self.length, device=device)
+            self.mask = (keys[None, :] <= pos_p[:, None])[:, None, None, :]
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, layer: int) -> Tensor:
+        """q, k, v: (b, H, 1, D) of these rows; writes k, v at their positions, returns y."""
+        k_pool = self.pool.k[layer, self.lo : self.hi]  # (P, H, block, D), a view
+        v_pool = self.pool.v[layer, self.lo : self.hi]
+        if self.at is not None:
+            k_pool[:, :, self.at] = k[:, :, 0]
+            v_pool[:, :, self.at] = v[:, :, 0]
+        else:
+            k_pool[self.slots, :, self.pos] = k[:, :, 0]
+            v_pool[self.slots, :, self.pos] = v[:, :, 0]
+        if self.in_order:
+            q_p = q
+        else:
+            q_p = q.new_zeros((self.hi - self.lo, *q.shape[1:]))
+            q_p[self.slots] = q
+        L = self.length
+        if self.hi - self.lo == 1:  # one row (alone): torch's kernel, as before the pool
+            return F.scaled_dot_product_attention(q_p, k_pool[:, :, :L], v_pool[:, :, :L])
+        # Attention written out: torch's CPU SDPA kernel tiles the query dimension, so with one
+        # query per row it runs several times slower than these two batched matmuls.
+        scores = q_p @ k_pool[:, :, :L].transpose(-1, -2)  # (P, H, 1, L), no copy of the pool
+        scores = scores * (1.0 / math.sqrt(q.shape[-1]))
+        if self.mask is not None:
+            scores = scores.masked_fill(~self.mask, float("-inf"))
+        y = torch.softmax(scores, dim=-1) @ v_pool[:, :, :L]  # (P, H, 1, D)
+        return y if self.in_order else y[self.slots]
 
 
 class MLP(nn.Module):
@@ -180,10 +329,8 @@ class Block(nn.Module):
         out: Tensor = x + self.mlp(self.ln_2(x))
         return out
 
-    def decode(
-        self, x: Tensor, caches: Sequence[tuple[Tensor, Tensor]], pos: Sequence[int]
-    ) -> Tensor:
-        x = x + self.attn.decode(self.ln_1(x), caches, pos)
+    def decode(self, x: Tensor, layer: int, groups: Sequence[_PoolRows]) -> Tensor:
+        x = x + self.attn.decode(self.ln_1(x), layer, groups)
         out: Tensor = x + self.mlp(self.ln_2(x))
         return out
 
@@ -238,8 +385,9 @@ class GPT(nn.Module):
             raise ValueError(f"prefill needs 1..{cache.capacity} tokens, got {T}")
         positions = torch.arange(T, device=idx.device)  # (T,)
         x = (self.wte(idx) + self.wpe(positions))[None]  # (1, T, C)
-        for layer, block in enumerate(self.blocks):
-            x = block.prefill(x, cache.k[layer], cache.v[layer])
+        with cache.pool.lock:
+            for layer, block in enumerate(self.blocks):
+                x = block.prefill(x, cache.k[layer], cache.v[layer])
         cache.length = T
         logits: Tensor = self.lm_head(self.ln_f(x[0, -1]))  # (V,)
         return logits
@@ -258,10 +406,21 @@ class GPT(nn.Module):
                 raise ValueError(
                     f"KV cache is full ({c.capacity} tokens); re-prefill a shorter window"
                 )
-        positions = torch.tensor(pos, device=tokens.device)  # (B,)
-        x = (self.wte(tokens) + self.wpe(positions))[:, None]  # (B, 1, C)
-        for layer, block in enumerate(self.blocks):
-            x = block.decode(x, [(c.k[layer], c.v[layer]) for c in caches], pos)
+        by_pool: dict[int, tuple[KVPool, list[int]]] = {}
+        for b, c in enumerate(caches):
+            c._check()
+            by_pool.setdefault(id(c.pool), (c.pool, []))[1].append(b)
+        with contextlib.ExitStack() as stack:
+            for pool, _ in by_pool.values():
+                stack.enter_context(pool.lock)
+            groups = [
+                _PoolRows(pool, rows, [caches[b].slot for b in rows], [pos[b] for b in rows])
+                for pool, rows in by_pool.values()
+            ]
+            positions = torch.tensor(pos, device=tokens.device)  # (B,)
+            x = (self.wte(tokens) + self.wpe(positions))[:, None]  # (B, 1, C)
+            for layer, block in enumerate(self.blocks):
+                x = block.decode(x, layer, groups)
         for c in caches:
             c.length += 1
         logits: Tensor = self.lm_head(self.ln_f(x[:, 0]))  # (B, V)

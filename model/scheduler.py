@@ -16,9 +16,10 @@ One iteration of the thread's loop:
    requests into the batch while it has room, by effective priority; pick the running requests
    whose channel has room (``writable``) — a request whose consumer is slow is *paused*, skipped
    this step, and never stalls the others;
-2. **the step** (``_step``): close the channels of the leavers (their KV caches go with their
-   ``SequenceState``), prefill the joiners (each samples its first token), then one batched
-   ``engine.decode`` over every picked sequence; each new token goes through the request's own
+2. **the step** (``_step``): close the channels of the leavers (their KV caches go back through
+   the engine's optional ``release(seq)``, else with their ``SequenceState``), prefill the
+   joiners (each samples its first token), then one batched ``engine.decode`` over every picked
+   sequence; each new token goes through the request's own
    UTF-8 decoder into its channel.
 
 Requests therefore join the batch between two decode steps, and leave it at the step after their
@@ -140,6 +141,8 @@ class BatchEngine(Protocol):
     def decode(self, seqs: Sequence[Any]) -> list[int]:
         """One more token for each sequence, in order."""
         ...
+
+    # Optional: ``release(seq)``, called when a sequence leaves, frees its KV cache at once.
 
 
 class SequenceError(Exception):
@@ -419,7 +422,7 @@ class Scheduler:
 
     def _drop(self, r: _Request, error: BaseException | None = None) -> None:
         """End ``r``: free its sequence (KV cache) now, close its channel (with ``error``)."""
-        r.seq = None
+        self._release(r)
         if error is not None:  # the traceback's frames would keep the batch's sequences alive
             _clear_frames(error)
         r.channel.close(error)
@@ -439,8 +442,19 @@ class Scheduler:
         for r in requests:
             error = RuntimeError(message)
             error.__cause__ = cause
-            r.seq = None
+            self._release(r)
             r.channel.close(error)
+
+    def _release(self, r: _Request) -> None:
+        """Forget ``r``'s sequence, and give its KV cache back at once through the engine's
+        optional ``release(seq)`` (else it goes when the sequence is garbage collected)."""
+        seq, r.seq = r.seq, None
+        release = getattr(self.engine, "release", None)
+        if seq is not None and release is not None:
+            try:
+                release(seq)
+            except Exception:  # freeing is best effort; the sequence is dropped either way
+                _log.exception("engine.release failed")
 
 
 def _clear_frames(error: BaseException) -> None:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from model import GPT, Engine, GPTConfig, KVCache, SamplingParams, SequenceState
+from model.gpt import KVPool
 from model.sampling import sample, sample_batch
 
 TINY = GPTConfig(block_size=16, n_layer=2, n_head=2, n_embd=32)
@@ -74,6 +75,38 @@ def test_batched_decode_of_different_lengths_matches_full_forward() -> None:
             expected = model(s[None])[0, -1]
             torch.testing.assert_close(batched[row], expected, rtol=1e-4, atol=1e-4)
     assert [c.length for c in caches] == [n + 1 for n in lengths]
+
+
+def test_pooled_caches_in_any_slot_order_match_full_forward_and_slots_are_reused() -> None:
+    """Caches sharing a KVPool: one attention call over their slots, rows in any order, a slot
+    in between not in the batch; the pool grows, and freed slots are reused."""
+    model = tiny_model(3)
+    torch.manual_seed(7)
+    pool = KVPool(TINY, device=CPU, dtype=torch.float32, slots=2)
+    lengths = [6, 2, 11, 3, 7]
+    seqs = [torch.randint(0, 256, (n + 1,)) for n in lengths]
+    with torch.inference_mode():
+        caches = [KVCache(TINY, device=CPU, dtype=torch.float32, pool=pool) for _ in seqs]
+        assert [c.slot for c in caches] == [0, 1, 2, 3, 4]
+        assert pool.capacity == 8  # doubled twice
+        for s, c in zip(seqs, caches, strict=True):
+            model.prefill(s[:-1], c)
+        order = [3, 0, 4, 1]  # slot 2 is skipped (a paused sequence), rows out of slot order
+        batched = model.decode(
+            torch.stack([seqs[i][-1] for i in order]), [caches[i] for i in order]
+        )
+        for row, i in enumerate(order):
+            expected = model(seqs[i][None])[0, -1]
+            torch.testing.assert_close(batched[row], expected, rtol=1e-4, atol=1e-4)
+        assert caches[2].length == lengths[2]  # untouched
+    caches[1].release()
+    caches[1].release()  # idempotent
+    with pytest.raises(ValueError, match="released"):
+        _ = caches[1].k
+    assert pool.num_used == 4
+    del caches[3]  # garbage collected: its slot goes back too
+    assert pool.num_used == 3
+    assert KVCache(TINY, device=CPU, dtype=torch.float32, pool=pool).slot == 1  # lowest free
 
 
 def test_decode_refuses_a_full_cache() -> None:

@@ -635,9 +635,36 @@ def test_real_model_a_leaving_request_frees_its_kv_cache_before_its_close_return
     next(stream)
     stream.close()  # waits for the scheduler to acknowledge (close the channel)
     assert sequences[0]() is None  # the SequenceState, and its KV cache, are gone already
+    assert engine.kv_pool.num_used == 1  # its KV pool slot is free again: only `other` holds one
     expected = engine.generate("def other():", max_new_tokens=40, temperature=0.8, seed=2)
     assert read_all(other) == "".join(expected)
     assert sequences[1]() is None
+    assert engine.kv_pool.num_used == 0  # memory stays bounded: every slot went back
+
+
+def test_real_model_release_frees_the_slot_even_while_the_sequence_is_held(
+    engine: Engine, schedulers: Callable[..., Scheduler]
+) -> None:
+    held: list[Any] = []  # a wrapper that keeps every sequence alive (as a probe might)
+
+    class Holding:
+        def prefill(self, prompt: str, params: SamplingParams) -> Any:
+            held.append(engine.prefill(prompt, params))
+            return held[-1]
+
+        def decode(self, seqs: Sequence[Any]) -> list[int]:
+            return engine.decode(seqs)
+
+        def release(self, seq: Any) -> None:
+            engine.release(seq)
+
+    scheduler = schedulers(Holding(), num_threads=torch.get_num_threads())
+    channels = [scheduler.submit(f"# {i}", max_new_tokens=5 + i, seed=i) for i in range(4)]
+    scheduler.start()
+    read_in_threads(channels)
+    assert len(held) == 4
+    assert all(seq.cache.released for seq in held)
+    assert engine.kv_pool.num_used == 0
 
 
 def test_each_sequence_samples_from_its_own_generator_in_random_batches() -> None:
