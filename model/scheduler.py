@@ -54,22 +54,21 @@ Knobs (``Scheduler(engine, ...)``):
 
 Why ``max_batch_size=32`` and one torch thread (``python -m benchmarks.bench_model``: decode
 steps of B sequences, sampling included, in one thread that set its torch thread count itself;
-this project's 2-core CPU, fp32, median of 3 x 40 steps; the machine is shared, so read the
-shape, not the digits)::
+this project's 2-core CPU, fp32, median of 3 x 40 steps)::
 
     batch            1     2     4     8    12    16    24    32    48    64
-    1 thread  ms  1.89  2.80  4.10  6.19  8.00  9.77 13.15 16.67 23.51 30.37
-           tok/s   529   713   976  1292  1499  1638  1824  1920  2042  2107
-    2 threads ms  2.45  3.79  4.98  6.42  8.22  9.79 12.78 16.24 21.87 28.53
-           tok/s   408   528   803  1246  1460  1634  1878  1970  2195  2243
+    1 thread  ms  1.58  2.50  3.30  4.64  6.14  7.48  9.86 12.28 16.89 21.19
+           tok/s   634   800  1214  1725  1956  2138  2435  2607  2842  3021
+    2 threads ms  1.70  3.17  3.82  4.61  5.44  6.28  7.99  9.16 12.06 15.06
+           tok/s   590   632  1048  1734  2207  2547  3004  3493  3980  4251
 
-Tokens/s keep rising up to 64 but flatten: 16 -> 32 adds 17%, 32 -> 64 only 10% for twice the
-step time (each stream 60 -> 33 tokens/s). 32 takes most of the batching gain while each stream
-stays far above reading speed, and equals predict.py's 32 concurrent predictions, so none of them
-waits in the queue. A KV cache is 2 MB (fp32): 64 MB for 32. A second torch thread made the step
-at most 6% faster (B >= 24) and 30% slower at B = 1 here, and it takes the core that the server's
-own threads (HTTP, output events, the consumers) need; in an earlier run, with other work on the
-machine, it was 35% slower at B = 32. Hence one. (On a bigger CPU, measure again.)
+Tokens/s keep rising up to 64 but flatten: 32 -> 64 adds 16% for 1.7x the step time (each
+stream 81 -> 47 tokens/s). 32 takes most of the batching gain while each stream stays far above
+reading speed, and equals predict.py's 32 concurrent predictions, so none of them waits in the
+queue. A KV cache slot is 2 MB (fp32): 64 MB for 32. A second torch thread wins in this table
+from B = 12 on, but inside the server (``benchmarks/bench_server.py``) it lost 17% at one stream
+and 14% at 8 — it takes the core that the server's own threads (HTTP, output events, the
+consumers) need — and won 11% only at 32. Hence one on 2 cores. (On a bigger CPU, measure again.)
 
 Determinism — what is guaranteed:
 
