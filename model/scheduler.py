@@ -34,9 +34,11 @@ Knobs (``Scheduler(engine, ...)``):
   then whatever accumulated over ``flush_interval``, the rest at the end. Cog's server spends
   ~100 µs of GIL per output event, which the model thread then waits for; one event per token
   per request would cost more than the model at large batches.
-- ``max_events_per_second`` (500): with many requests running, each one's interval grows to
-  ``running / max_events_per_second`` (32 running: 64 ms), so that all of them together send at
-  most ~500 chunks a second — ~5% of the GIL at 100 µs an event — however large the batch.
+- ``max_events_per_second`` (250): with many requests running, each one's interval grows to
+  ``running / max_events_per_second`` (8 running: 32 ms; 32 running: 128 ms), so that all of
+  them together send at most ~250 chunks a second — ~2.5% of the GIL at 100 µs an event —
+  however large the batch. Measured through the server (``benchmarks/bench_server.py``, the same
+  machine state): 250 instead of 500 gave 13% more tokens/s at 8 concurrent and 5% at 32.
   ``None``: ``flush_interval`` only.
 - ``aging_rate`` (1.0 priority level per second): the effective priority of a waiting request is
   ``priority + aging_rate * seconds waited``. So a request waiting ``k / aging_rate`` seconds
@@ -213,7 +215,7 @@ class Scheduler:
         *,
         max_batch_size: int = 32,
         flush_interval: float = 0.01,
-        max_events_per_second: float | None = 500.0,
+        max_events_per_second: float | None = 250.0,
         aging_rate: float = 1.0,
         max_queue_size: int = 1024,
         grace_period: float = 5.0,
