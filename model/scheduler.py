@@ -84,7 +84,9 @@ Determinism — what is guaranteed:
   lands within that distance of a boundary between two tokens. None did here: 16 prompts x 60
   tokens gave the same text alone and in batches of 2, 4, 8 and 16, and the 74 requests of the
   server tests (20 to 600 tokens, 1 torch thread) the same alone and shuffled through this
-  scheduler with max_batch_size 3, 8, 17 and 32. On CUDA in bf16 the gap is larger and differing
+  scheduler with max_batch_size 3, 8, 17 and 32 (measured before the batched sampling and the
+  KV pool; since then the server tests' 32 concurrent predictions still match their in-process
+  single runs exactly). On CUDA in bf16 the gap is larger and differing
   text correspondingly more likely. The tests check exactly this: fixed prompts and seeds give
   the same text alone and in a batch of 8 (CPU fp32), the same batch twice gives the same text,
   and with a batch-invariant fake engine no arrival order or batch size changes any request's
