@@ -32,7 +32,7 @@ import torch
 from safetensors.torch import load_file
 
 from .gpt import GPT, GPTConfig, KVCache, KVPool
-from .sampling import SamplingParams, random_seed, resolve_seed, sample_batch
+from .sampling import SamplingParams, random_seed, resolve_seed, sample, sample_batch
 from .text import Utf8StreamDecoder, encode
 
 CONFIG_NAME = "config.json"
@@ -222,7 +222,7 @@ class Engine:
             cache = KVCache(self.config, device=self.device, dtype=self.dtype, pool=self.kv_pool)
             seq = SequenceState(tokens, params, cache)
             logits = self._prefill_window(seq, tokens)
-            seq.generated.append(sample_batch(logits[None], [params], [seq.generator])[0])
+            seq.generated.append(sample(logits, params, seq.generator))
         return seq
 
     def decode(self, seqs: Sequence[SequenceState]) -> list[int]:

@@ -344,8 +344,10 @@ class Scheduler:
     # ---- policy: what runs next (no model calls) ---------------------------------------------
 
     def _plan(self) -> _Plan:
-        leave = [r for r in self._running if r.channel.stop_requested]
-        running = [r for r in self._running if not r.channel.stop_requested]
+        leave: list[_Request] = []
+        running: list[_Request] = []
+        for r in self._running:
+            (leave if r.channel.stop_requested else running).append(r)
         join: list[_Request] = []
         with self._lock:
             if any(r.channel.stop_requested for _, _, r in self._waiting):

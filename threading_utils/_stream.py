@@ -157,7 +157,7 @@ class _Stream(Generic[T]):
 
     def __init__(
         self,
-        fn: Callable[..., Iterable[T]],
+        fn: Callable[..., Iterable[T]] | None,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         *,
@@ -535,7 +535,7 @@ class Channel(_Stream[T]):
     ) -> None:
         _check_options(None, max_queue_size, grace_period)
         super().__init__(
-            _no_producer,
+            None,  # no producer: the feeder is a thread of the caller's
             (),
             {},
             executor=None,
@@ -546,7 +546,6 @@ class Channel(_Stream[T]):
         assert context is not None
         self._context = context
         self.captured = None
-        self.fn = None
         self.started = True  # there is no producer to start: the feeder is already running
         self._on_ready = on_ready
         self._claimed = False
@@ -611,22 +610,21 @@ class Channel(_Stream[T]):
 
     def stream(self) -> Generator[T, None, None]:
         """The consumer's side as a generator (iterate it in any one thread). Call it once."""
-        consumer = _register(_consume_sync(self), self)
-        self._claim(consumer)
+        self._claim()
+        consumer = _sync_side(self)
+        weakref.finalize(consumer, self.request_stop)  # left without being iterated or closed
         return consumer
 
     def astream(self) -> AsyncGenerator[T, None]:
         """The consumer's side as an async generator (iterate it on one loop). Call it once."""
-        consumer = _register(_consume_async(self), self)
-        self._claim(consumer)
-        return consumer
+        self._claim()
+        return _async_side(self)  # which also stops the feeder if it is left unfinalised
 
-    def _claim(self, consumer: object) -> None:
+    def _claim(self) -> None:
         with self.lock:
             claimed, self._claimed = self._claimed, True
         if claimed:
             raise RuntimeError("a Channel has one consumer: stream()/astream() called twice")
-        weakref.finalize(consumer, self.request_stop)  # left without being iterated or closed
 
     # ── hooks called by the consumer side ────────────────────────────────────────────────────
 
@@ -647,10 +645,6 @@ class Channel(_Stream[T]):
                 on_ready()
             except Exception:
                 _log.exception("Channel on_ready callback failed")
-
-
-def _no_producer() -> Iterable[Any]:
-    return ()
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
