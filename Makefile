@@ -73,9 +73,9 @@ lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
 
 bench: $(STAMP) ## Benchmarks: bridge vs seed, model decode, batched server vs raw loop, cancel
 	$(PY) -m benchmarks.bench_bridge
-	$(PY) -m benchmarks.bench_model
-	$(PY) -m benchmarks.bench_server
-	$(PY) -m benchmarks.bench_cancel
+	$(PY) -m benchmarks.model.bench_model
+	$(PY) -m benchmarks.model.bench_server
+	$(PY) -m benchmarks.model.bench_cancel
 
 weights: $(STAMP) ## Train the byte-level model on the stdlib into weights/ (~11 min, 2 CPU cores)
 	$(PY) -m model.train

@@ -1,36 +1,50 @@
-"""The same model behind an async `run()` that yields: concurrent and cancellable, not live.
+"""The async-generator shape: `async def run()` yields — concurrent and cancellable, not live.
 
 On cog 0.23 (coglet) an async generator `run()` is collected to the end before anything is sent,
 so the client sees the whole output at once; on the legacy Python server it streamed. A cancel
-raises `CancelledError` in `run()`; `aclosing` then closes the channel's stream, and the scheduler
-drops the request's sequence from the batch at its next step (a few ms); the other sequences in
-that batch go on with exactly the text they would have had. Use this shape when you want the
-event loop to see each piece (to post-process it with other async code) and do not need live
-output.
+raises `CancelledError` in `run()`; `aclosing` then closes the stream, `stop_requested()` turns
+True in the worker and `words()` stops at its next check. Use this shape when the event loop must
+see each piece (to post-process it with other async code) and live output is not needed.
 
-    COG_PREDICT_TYPE_STUB=examples/async_yield_predict.py:Predictor COG_MAX_CONCURRENCY=32 \\
+    COG_PREDICT_TYPE_STUB=examples/async_yield_predict.py:Predictor COG_MAX_CONCURRENCY=8 \\
         python -m cog.server.http
+
+Replace `words()` with your model's generator; nothing else changes.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
-from cog import Input, concurrent
+from cog import BaseRunner, Input, concurrent, current_scope
 
-import predict
+from threading_utils import async_generator_from_thread, stop_requested
 
 
-class Predictor(predict.Predictor):  # same setup(): loads the model, starts the scheduler
-    @concurrent(max=32)  # = predict.MAX_CONCURRENCY (a literal for cog build)
-    async def run(  # type: ignore[override]  # an async generator on purpose: this shape
+def words(text: str, repeat: int) -> Iterator[str]:
+    """The model stand-in, run in the stream's worker thread: `text`'s words, `repeat` times."""
+    for n in range(1, repeat + 1):
+        for word in text.split():
+            if stop_requested():  # the client left or cancelled: stop the work
+                return
+            time.sleep(0.005)  # your model's step
+            yield word + " "
+        print(f"pass {n}/{repeat}")  # -> this prediction's logs
+        scope: Any = current_scope()  # cog types it `object`
+        scope.record_metric("passes", 1, mode="incr")  # -> this prediction's metrics
+
+
+class Predictor(BaseRunner):
+    @concurrent(max=8)  # an integer literal: cog build reads it from the source text
+    async def run(
         self,
-        prompt: str = Input(description="Text to continue", max_length=65536),
-        max_new_tokens: int = Input(default=256, ge=1, le=2048),
-        seed: int | None = Input(default=None, ge=0, le=4294967295),
+        text: str = Input(description="Words to stream", default="hello from a worker thread"),
+        repeat: int = Input(description="How many times", default=3, ge=1, le=1000),
     ) -> AsyncIterator[str]:
-        channel = self.submit(prompt, max_new_tokens, 0.8, 0, 0.95, seed)
-        async with contextlib.aclosing(channel.astream()) as stream:  # closed however run() ends
+        stream = async_generator_from_thread()(words)(text, repeat)  # context captured here
+        async with contextlib.aclosing(stream):  # closed (worker stopped) however run() ends
             async for piece in stream:
                 yield piece

@@ -37,8 +37,9 @@ Knobs (``Scheduler(engine, ...)``):
 - ``max_events_per_second`` (250): with many requests running, each one's interval grows to
   ``running / max_events_per_second`` (8 running: 32 ms; 32 running: 128 ms), so that all of
   them together send at most ~250 chunks a second — ~2.5% of the GIL at 100 µs an event —
-  however large the batch. Measured through the server (``benchmarks/bench_server.py``, the same
-  machine state): 250 instead of 500 gave 13% more tokens/s at 8 concurrent and 5% at 32.
+  however large the batch. Measured through the server
+  (``benchmarks/model/bench_server.py``, the same machine state): 250 instead of 500 gave 13%
+  more tokens/s at 8 concurrent and 5% at 32.
   ``None``: ``flush_interval`` only.
 - ``aging_rate`` (1.0 priority level per second): the effective priority of a waiting request is
   ``priority + aging_rate * seconds waited``. So a request waiting ``k / aging_rate`` seconds
@@ -54,7 +55,7 @@ Knobs (``Scheduler(engine, ...)``):
 - ``clock`` (``time.monotonic``): the time source of arrivals, ``queue_time`` and flushing; a
   test can pass a fake one.
 
-Why ``max_batch_size=32`` and one torch thread (``python -m benchmarks.bench_model``: decode
+Why ``max_batch_size=32`` and one torch thread (``python -m benchmarks.model.bench_model``: decode
 steps of B sequences, sampling included, in one thread that set its torch thread count itself;
 this project's 2-core CPU, fp32, median of 3 x 40 steps)::
 
@@ -68,8 +69,8 @@ Tokens/s keep rising up to 64 but flatten: 32 -> 64 adds 16% for 1.7x the step t
 stream 81 -> 47 tokens/s). 32 takes most of the batching gain while each stream stays far above
 reading speed, and equals predict.py's 32 concurrent predictions, so none of them waits in the
 queue. A KV cache slot is 2 MB (fp32): 64 MB for 32. A second torch thread wins in this table
-from B = 12 on, but inside the server (``benchmarks/bench_server.py``) it lost 17% at one stream
-and 14% at 8 — it takes the core that the server's own threads (HTTP, output events, the
+from B = 12 on, but inside the server (``benchmarks/model/bench_server.py``) it lost 17% at one
+stream and 14% at 8 — it takes the core that the server's own threads (HTTP, output events, the
 consumers) need — and won 11% only at 32. Hence one on 2 cores. (On a bigger CPU, measure again.)
 
 Determinism — what is guaranteed:

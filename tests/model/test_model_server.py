@@ -2,8 +2,8 @@
 
 These tests know this model: its inputs (temperature, top_k, top_p), its log lines, its text
 (compared with an in-process regeneration), its weights, its scheduler and the probes that wrap
-its engine (tests/predictors/template_probes.py). A fork that swaps the model replaces this file
-with its own model's tests. The template's contract — what must hold for any model — is in
+its engine (tests/model/predictors/template_probes.py). A fork that swaps the model replaces
+this file with its own model's tests. The template's contract — what must hold for any model — is in
 tests/test_contract.py (which a fork keeps as it is) and tests/test_cancel_server.py.
 """
 
@@ -27,6 +27,8 @@ CONCURRENCY = 32  # = predict.MAX_CONCURRENCY
 FIB = "def fibonacci(n):"
 SAMPLING = {"temperature": 0.8, "top_k": 0, "top_p": 0.95}  # predict.py's defaults
 
+MODEL_PREDICTORS = Path(__file__).resolve().parent / "predictors"
+
 
 @pytest.fixture(scope="module")
 def template(module_cog_servers: CogServers) -> CogServer:
@@ -40,13 +42,14 @@ def template(module_cog_servers: CogServers) -> CogServer:
 def probed(
     module_cog_servers: CogServers, tmp_path_factory: pytest.TempPathFactory
 ) -> Callable[..., CogServer]:
-    """Servers for the probe predictors (tests/predictors/template_probes.py), one per class."""
+    """Servers for the probe predictors (tests/model/predictors/template_probes.py), per class."""
     probes = tmp_path_factory.mktemp("probes")
 
     def get(cls: str, concurrency: int = 1, **env: str) -> CogServer:
         probe = probes / f"{cls}-{concurrency}-{'-'.join(sorted(env.values()))}.jsonl"
         return module_cog_servers.shared(
             f"template_probes.py:{cls}",
+            source_dir=MODEL_PREDICTORS,
             concurrency=concurrency,
             env={"PROBE_FILE": str(probe), **env},
         )
@@ -204,6 +207,7 @@ def test_a_dead_scheduler_reports_unhealthy_and_fails_predictions_at_once(
     probe = tmp_path / "probe.jsonl"
     server = cog_servers.start(
         "template_probes.py:MainProbe",
+        source_dir=MODEL_PREDICTORS,
         concurrency=4,
         env={"KILL_PROMPT": "# kill", "PROBE_FILE": str(probe)},
     )
@@ -324,7 +328,7 @@ def test_cancelling_one_async_prediction_leaves_its_batch_mates_text_unchanged(
     assert all(r["started"] < cancelled_at < r["ended"] for r in mate_records)
 
 
-def test_the_sync_example_streams_live(probed: Callable[..., CogServer]) -> None:
+def test_the_sync_shape_streams_live(probed: Callable[..., CogServer]) -> None:
     server = probed("SyncProbe")
     sent = time.monotonic()
     events = list(server.predict_stream({"prompt": FIB, "max_new_tokens": 300, "seed": 1}))
@@ -333,7 +337,7 @@ def test_the_sync_example_streams_live(probed: Callable[..., CogServer]) -> None
     assert outputs[0].time - sent < 0.3 * (events[-1].time - sent)
 
 
-def test_the_async_yield_example_runs_predictions_concurrently(
+def test_the_async_yield_shape_runs_predictions_concurrently(
     probed: Callable[..., CogServer],
 ) -> None:
     server = probed("AsyncYieldProbe", concurrency=4)

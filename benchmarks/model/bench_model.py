@@ -1,6 +1,7 @@
 """Benchmark: the byte-level model with the committed weights, on the CPU.
 
-Run ``python -m benchmarks.bench_model`` from the repository root (``--quick`` for a smoke run).
+Run ``python -m benchmarks.model.bench_model`` from the repository root (``--quick``: a smoke
+run).
 It measures, in about a minute on 2 CPU cores:
 
 One stream
@@ -84,7 +85,7 @@ def in_model_thread(engine: Engine, threads: int, batch_sizes: tuple[int, ...], 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_model")
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.model.bench_model")
     ap.add_argument("--quick", action="store_true", help="fewer tokens, steps and sizes")
     ap.add_argument("--tokens", type=int, default=1000, help="tokens in the one-stream run")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per thread count")

@@ -1,6 +1,7 @@
 """The template's predictors with a probe on the model: what a test cannot see over HTTP.
 
-Each class is the real predictor (predict.py or an example) whose scheduler drives a wrapped
+Each class is predict.py's predictor (as shipped, or behind the sync or async-generator shape of
+`run()`) whose scheduler drives a wrapped
 engine (`ProbedEngine`: the same `prefill`/`decode`, observed), switched by environment variables:
 - `PROBE_FILE`: one JSON line per sequence when the scheduler frees it (its KV cache goes with it),
   however it ends — its prompt, the number of tokens made, and wall-clock times of its prefill
@@ -16,16 +17,18 @@ engine (`ProbedEngine`: the same `prefill`/`decode`, observed), switched by envi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+from cog import ConcatenateIterator, Input, concurrent, streaming
 
 import predict
-from examples import async_yield_predict, sync_predict
 from model import Engine, SamplingParams, SequenceError
 
 
@@ -86,9 +89,31 @@ class MainProbe(_Probe, predict.Predictor):
     pass
 
 
-class SyncProbe(_Probe, sync_predict.Predictor):
-    pass
+class SyncProbe(_Probe, predict.Predictor):
+    """The sync shape: cog raises its cancel in run()'s thread, the stream's 50 ms wait sees it."""
+
+    @streaming
+    def run(  # type: ignore[override]
+        self,
+        prompt: str = Input(description="Text to continue", max_length=65536),
+        max_new_tokens: int = Input(default=256, ge=1, le=2048),
+        seed: int | None = Input(default=None, ge=0, le=4294967295),
+    ) -> ConcatenateIterator[str]:
+        channel = self.submit(prompt, max_new_tokens, 0.8, 0, 0.95, seed)
+        return cast(ConcatenateIterator[str], channel.stream())
 
 
-class AsyncYieldProbe(_Probe, async_yield_predict.Predictor):
-    pass
+class AsyncYieldProbe(_Probe, predict.Predictor):
+    """The async-generator shape: concurrent and cancellable, collected to the end by coglet."""
+
+    @concurrent(max=32)
+    async def run(  # type: ignore[override]
+        self,
+        prompt: str = Input(description="Text to continue", max_length=65536),
+        max_new_tokens: int = Input(default=256, ge=1, le=2048),
+        seed: int | None = Input(default=None, ge=0, le=4294967295),
+    ) -> AsyncIterator[str]:
+        channel = self.submit(prompt, max_new_tokens, 0.8, 0, 0.95, seed)
+        async with contextlib.aclosing(channel.astream()) as stream:
+            async for piece in stream:
+                yield piece

@@ -1,8 +1,8 @@
 """Benchmark: predict.py on the real Cog server vs the raw model loop, in the same run.
 
-Run ``python -m benchmarks.bench_server`` from the repository root (``--quick`` for a ~20 s smoke
-run). It starts ``python -m cog.server.http`` for predict.py (concurrency 32, as ``make serve``)
-with the harness in scripts/cog_server.py, and measures:
+Run ``python -m benchmarks.model.bench_server`` from the repository root (``--quick`` for a ~20 s
+smoke run). It starts ``python -m cog.server.http`` for predict.py (concurrency 32, as
+``make serve``) with the harness in scripts/cog_server.py, and measures:
 
 One stream
     The prompt ``def fibonacci(n):``, ``max_new_tokens`` 512, temperature 0.8, top_p 0.95,
@@ -53,7 +53,7 @@ from typing import Any, TypeVar
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 from cog_server import CogServer, stage_predictor  # noqa: E402
@@ -445,7 +445,7 @@ def run(settings: Settings) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_server")
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.model.bench_server")
     ap.add_argument("--quick", action="store_true", help="fewer tokens and rounds (smoke run)")
     args = ap.parse_args()
     try:

@@ -1,11 +1,12 @@
 """Soak benchmark: cancels and dropped SSE clients on the real server, with and without the hook.
 
-Run ``python -m benchmarks.bench_cancel`` from the repository root (``--quick`` for a smoke run).
+Run ``python -m benchmarks.model.bench_cancel`` from the repository root (``--quick``: a smoke
+run).
 It starts two ``python -m cog.server.http`` servers with the harness in scripts/cog_server.py,
 each with ``min(MAX_CONCURRENCY, 8)`` slots:
 
 - **with the hook**: predict.py as shipped (its ``setup()`` installs ``coglet_cancel``);
-- **without it**: ``tests/predictors/cancel_probes.py:UnhookedProbe`` — the same predictor,
+- **without it**: ``tests/model/predictors/cancel_probes.py:UnhookedProbe`` — the same predictor,
   whose ``setup()`` removes the hook again (its model probe is inert without ``PROBE_FILE``).
 
 Each server gets the same bounded mix, from as many client threads as it has slots, each client
@@ -42,7 +43,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 from cog_server import CogServer, CogServerError, stage_predictor  # noqa: E402
@@ -296,7 +297,7 @@ def report(results: dict[str, Tally], clients: int, per_client: int) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_cancel")
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.model.bench_cancel")
     ap.add_argument("--quick", action="store_true", help="fewer requests (smoke run)")
     args = ap.parse_args()
     per_client = 2 if args.quick else 4
@@ -317,7 +318,8 @@ def main() -> None:
             servers["without it (UnhookedProbe)"] = CogServer(
                 "cancel_probes.py:UnhookedProbe",
                 cwd=stage_predictor(
-                    REPO_ROOT / "tests" / "predictors" / "cancel_probes.py", Path(tmp) / "unhooked"
+                    REPO_ROOT / "tests" / "model" / "predictors" / "cancel_probes.py",
+                    Path(tmp) / "unhooked",
                 ),
                 concurrency=SLOTS,
             ).start()

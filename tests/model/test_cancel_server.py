@@ -4,8 +4,8 @@ predict.py's `run()` returns a stream that coglet iterates in a thread of its ow
 only cancels the (finished) future of `run()`, and `coglet_cancel` turns that into a stop request
 for the stream. These tests drive predict.py as shipped (`predict.py:Predictor`, started as
 `make serve` starts it) and, to see when the model itself stopped, the same predictor with a probe
-on its model (tests/predictors/cancel_probes.py). Outputs are compared with a run of the same seed
-that was not cancelled, not with this model's text, so a fork that swaps the model keeps them.
+on its model (tests/model/predictors/cancel_probes.py). Outputs are compared with a run of the
+same seed that was not cancelled, not with this model's text.
 
 Cancelled predictions are read over SSE, and the time they ended is when their `completed` event
 arrived: the harness's webhook receiver sometimes takes a second to accept a connection when
@@ -38,6 +38,8 @@ CONCURRENT = min(predict.MAX_CONCURRENCY, 8)  # bounded: the test machine may ha
 HOLD_SEED = 90_001  # the probe holds this seed's prefill (see cancel_probes.py)
 LONG = 1024  # tokens: a generation still running when the test cancels it
 
+MODEL_PREDICTORS = Path(__file__).resolve().parent / "predictors"
+
 
 @pytest.fixture(scope="module")
 def shipped(module_cog_servers: CogServers) -> CogServer:
@@ -57,6 +59,7 @@ def probed(
     def get(cls: str) -> CogServer:
         return module_cog_servers.shared(
             f"cancel_probes.py:{cls}",
+            source_dir=MODEL_PREDICTORS,
             env={"PROBE_FILE": str(probes / f"{cls}.jsonl"), "HOLD_SEED": str(HOLD_SEED)},
         )
 

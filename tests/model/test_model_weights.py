@@ -85,7 +85,7 @@ def test_default_path_is_the_repository_weights_not_the_cwd(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     config_file, weights_file = resolve_weights_path()
-    assert weights_file == Path(__file__).resolve().parent.parent / "weights" / "model.safetensors"
+    assert weights_file == Path(__file__).resolve().parents[2] / "weights" / "model.safetensors"
     assert config_file == weights_file.parent / "config.json"
 
 
