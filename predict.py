@@ -57,7 +57,9 @@ class Predictor(BaseRunner):
     @concurrent(max=32)  # = MAX_CONCURRENCY (cog build needs an integer literal)
     async def run(
         self,
-        prompt: str = Input(description="Text to continue", max_length=65536),
+        prompt: str = Input(
+            description="Text to continue", default="def fibonacci(n):", max_length=65536
+        ),
         max_new_tokens: int = Input(
             description="Tokens (bytes) to generate", default=256, ge=1, le=2048
         ),

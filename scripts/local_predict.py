@@ -6,7 +6,8 @@ events arrive, then the prediction's logs and metrics.
 
 Any input: `-i name=value` (repeatable), read as `cog predict -i` reads it (see `parse_inputs`);
 `--inputs 'name=value name="a b"'` takes several at once, split as a shell would (`make predict
-INPUT=...`). They override `--prompt` and the other named options.
+INPUT=...`). Inputs not given take the predictor's defaults; a required input left out is named
+before any server starts. Works for whatever predictor `--predictor` names (default predict.py's).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cog_server import REPO_ROOT, CogServer, CogServerError
+from cog_static import check
 
 PREDICTOR = "predict.py:Predictor"
 SCHEMA = Path(REPO_ROOT) / ".cog" / "openapi_schema.json"
@@ -152,12 +154,18 @@ def _data_url(path: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(content).decode()}"
 
 
+def missing_required(inputs: dict[str, Json], schema: Json) -> list[str]:
+    """The required inputs of `schema` that `inputs` leaves out."""
+    required = schema["components"]["schemas"]["Input"].get("required") or []
+    return [name for name in required if name not in inputs]
+
+
 def _running_server(url: str) -> CogServer | None:
     """A client for the server at `url`, if one answers READY or BUSY there."""
     host, _, port = url.removeprefix("http://").rstrip("/").partition(":")
     if host not in {"127.0.0.1", "localhost"} or not port.isdigit():
         raise SystemExit(f"--url must be http://127.0.0.1:PORT, not {url}")
-    server = CogServer(PREDICTOR, cwd=REPO_ROOT)
+    server = CogServer("unknown.py:Predictor", cwd=REPO_ROOT)  # a client only: never started
     server.port = int(port)
     with contextlib.suppress(OSError, http.client.HTTPException, ValueError, CogServerError):
         if server.health(timeout=2.0).get("status") in {"READY", "BUSY"}:
@@ -166,14 +174,14 @@ def _running_server(url: str) -> CogServer | None:
 
 
 @contextlib.contextmanager
-def _server(url: str, concurrency: int) -> Iterator[CogServer]:
+def _server(url: str, predictor: str, concurrency: int) -> Iterator[CogServer]:
     running = _running_server(url)
     if running is not None:
         print(f"using the server at {url}", file=sys.stderr)
         yield running
         return
     print("starting the Cog server (python -m cog.server.http) ...", file=sys.stderr)
-    with CogServer(PREDICTOR, cwd=REPO_ROOT, concurrency=concurrency, schema=False) as server:
+    with CogServer(predictor, cwd=REPO_ROOT, concurrency=concurrency, schema=False) as server:
         log = server.log_path.relative_to(REPO_ROOT)
         print(f"server ready at {server.url} (its log: {log})", file=sys.stderr)
         yield server
@@ -198,13 +206,7 @@ def _print_result(final: dict[str, Any], first_output: float | None, started: fl
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:5000")
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--prompt", default="def fibonacci(n):")
-    parser.add_argument("--max-new-tokens", type=int)
-    parser.add_argument("--temperature", type=float)
-    parser.add_argument("--top-k", type=int)
-    parser.add_argument("--top-p", type=float)
-    parser.add_argument("--seed", type=int)
+    parser.add_argument("--predictor", default=PREDICTOR, help="file.py:Class, as in cog.yaml")
     parser.add_argument(
         "-i",
         "--input",
@@ -220,19 +222,21 @@ def main(argv: list[str] | None = None) -> int:
         help="several -i at once, split as a shell would: 'prompt=\"def f():\" seed=7'",
     )
     args = parser.parse_args(argv)
-    inputs: dict[str, Any] = {"prompt": args.prompt}
-    for name in ("max_new_tokens", "temperature", "top_k", "top_p", "seed"):
-        if getattr(args, name) is not None:  # unset: the predictor's default
-            inputs[name] = getattr(args, name)
-
     if not SCHEMA.exists():
         raise SystemExit("no .cog/openapi_schema.json: run `make schema` first")
+    schema = json.loads(SCHEMA.read_text())
     try:
         flags = [*args.input, *shlex.split(args.inputs)]
-        inputs.update(parse_inputs(flags, json.loads(SCHEMA.read_text())))
+        inputs = parse_inputs(flags, schema)
     except (InputError, ValueError) as exc:  # ValueError: shlex, e.g. an unclosed quote
         raise SystemExit(f"bad input: {exc}") from None
-    with _server(args.url, args.concurrency) as server:
+    missing = missing_required(inputs, schema)
+    if missing:
+        example = " ".join(f"{name}=..." for name in missing)
+        names = ", ".join(missing)
+        raise SystemExit(f"missing required input(s) {names}: make predict INPUT='{example}'")
+    concurrency = check(args.predictor, roots=[REPO_ROOT]).concurrency_max or 1
+    with _server(args.url, args.predictor, concurrency) as server:
         print(f"input: {inputs}\n", file=sys.stderr)
         started = time.monotonic()
         first_output: float | None = None

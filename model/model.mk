@@ -1,0 +1,5 @@
+# The demo model's own targets, included by the Makefile (deleted with model/ in a fork).
+.PHONY: weights
+
+weights: $(STAMP) ## Train the byte-level model on the stdlib into weights/ (~11 min, 2 CPU cores)
+	$(PY) -m model.train
