@@ -28,6 +28,7 @@ import json
 import math
 import operator
 import os
+import re
 import sys
 import tokenize
 from collections.abc import Callable, Sequence
@@ -246,6 +247,23 @@ def _go_g(value: float) -> str:
     return "+Inf" if value > 0 else "-Inf"
 
 
+def go_format_g(value: float) -> str:
+    """fmt's %v / %g for a float64: shortest digits, exponent form below 1e-4 or from 1e6."""
+    if not math.isfinite(value):
+        return _go_g(value)
+    if value == 0:
+        return "-0" if math.copysign(1.0, value) < 0 else "0"
+    sign = "-" if value < 0 else ""
+    _, digit_tuple, exponent = Decimal(repr(abs(value))).normalize().as_tuple()
+    digits = "".join(map(str, digit_tuple))
+    assert isinstance(exponent, int)
+    exp = len(digits) + exponent - 1
+    if exp < -4 or exp >= 6:
+        mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+        return f"{sign}{mantissa}e{'-' if exp < 0 else '+'}{abs(exp):02d}"
+    return sign + go_json_number(abs(value))
+
+
 def cli_number(value: float) -> JsonNumber:
     """The JSON value the CLI writes for a float64 bound (an int when Go prints no point)."""
     number: JsonNumber = json.loads(go_json_number(value))
@@ -264,6 +282,157 @@ def exact_bound(value: Decimal, keyword: str) -> str:
         if written == value or (written < value if keyword == "le" else written > value):
             return text
         f = math.nextafter(f, toward)
+
+
+# -- Go's regexp syntax (RE2), as kin-openapi compiles a schema's pattern ------------------------
+
+_RE2_FLAGS = frozenset("imsU")
+_RE2_LETTER_ESCAPES = frozenset("afnrtvdDsSwWbBAzpPQEx")
+_MAX_REPEAT = 1000
+
+
+def re2_error(pattern: str) -> str | None:
+    """The error Go's regexp.Compile gives for `pattern` (regexp/syntax parse.go), or None.
+
+    Covers what Python's `re` accepts and RE2 does not: lookaround, backreferences, atomic and
+    conditional groups, comments, flags other than imsU, possessive or stacked repetition,
+    escapes RE2 lacks (\\Z, \\G, lowercase \\u...), repeat counts over 1000; and unbalanced
+    parentheses and brackets. kin-openapi first rewrites \\uXXXX (uppercase hex) to \\x{XXXX}
+    (schema_pattern.go intoGoRegexp).
+    """
+    p = re.sub(r"\\u([0-9A-F]{4})", r"\\x{\1}", pattern)
+
+    def err(code: str, expr: str) -> str:
+        return f"error parsing regexp: {code}: `{expr}`"
+
+    i, n, depth = 0, len(p), 0
+    can_repeat = False  # whether the last item can take a repetition operator
+    last_repeat = -1  # start of the repetition operator just read, if any
+    while i < n:
+        c = p[i]
+        if c == "\\":
+            bad = _re2_escape(p, i)
+            if bad is not None:
+                return bad
+            i, can_repeat, last_repeat = _re2_escape_end(p, i), True, -1
+            continue
+        if c == "[":
+            end = _re2_class_end(p, i)
+            if isinstance(end, str):
+                return end
+            i, can_repeat, last_repeat = end, True, -1
+            continue
+        if c == "(":
+            if p.startswith("(?", i):
+                if p.startswith(("(?P<", "(?<"), i):
+                    close = p.find(">", i)
+                    name = p[p.index("<", i) + 1 : close] if close >= 0 else ""
+                    if close < 0 or not re.fullmatch(r"[A-Za-z0-9_]+", name):
+                        return err("invalid named capture", p[i : close + 1 if close >= 0 else n])
+                    i = close + 1
+                else:
+                    j = i + 2
+                    while j < n and (p[j] in _RE2_FLAGS or p[j] == "-"):
+                        j += 1
+                    if j >= n or p[j] not in ":)":
+                        return err("invalid or unsupported Perl syntax", p[i : j + 1])
+                    if p[j] == ")":
+                        i, can_repeat, last_repeat = j + 1, False, -1
+                        continue
+                    i = j + 1
+            else:
+                i += 1
+            depth += 1
+            can_repeat, last_repeat = False, -1
+            continue
+        if c == ")":
+            if depth == 0:
+                return err("unexpected )", p)
+            depth -= 1
+            i, can_repeat, last_repeat = i + 1, True, -1
+            continue
+        if c in "*+?" or (c == "{" and re.match(r"\{(\d+)(,(\d*))?\}", p[i:])):
+            m = re.match(r"\{(\d+)(,(\d*))?\}", p[i:]) if c == "{" else None
+            end = i + (m.end() if m else 1)
+            if end < n and p[end] == "?":
+                end += 1  # non-greedy
+            if last_repeat >= 0:
+                return err("invalid nested repetition operator", p[last_repeat:end])
+            if not can_repeat:
+                return err("missing argument to repetition operator", p[i:end])
+            if m:
+                low, high = int(m.group(1)), m.group(3)
+                top = low if m.group(2) is None else (int(high) if high else -1)
+                if low > _MAX_REPEAT or top > _MAX_REPEAT or (top >= 0 and top < low):
+                    return err("invalid repeat count", p[i : i + m.end()])
+            last_repeat, i = i, end
+            continue
+        can_repeat = c not in "|^$"
+        last_repeat = -1
+        i += 1
+    return err("missing closing )", p) if depth else None
+
+
+def _re2_escape(p: str, i: int) -> str | None:
+    """The error for the escape at p[i] ("\\"), or None (parse.go parseEscape)."""
+    if i + 1 >= len(p):
+        return "error parsing regexp: trailing backslash at end of expression: ``"
+    c = p[i + 1]
+    if not c.isascii() or not c.isalnum():
+        return None
+    if c in "01234567":
+        if c != "0" and not (i + 2 < len(p) and p[i + 2] in "01234567"):
+            return f"error parsing regexp: invalid escape sequence: `\\{c}`"  # backreference
+        return None
+    if c == "x":
+        if re.match(r"\\x(\{[0-9A-Fa-f]+\}|[0-9A-Fa-f]{2})", p[i:]):
+            return None
+        return f"error parsing regexp: invalid escape sequence: `{p[i : i + 4]}`"
+    if c in _RE2_LETTER_ESCAPES:
+        return None
+    return f"error parsing regexp: invalid escape sequence: `\\{c}`"
+
+
+def _re2_escape_end(p: str, i: int) -> int:
+    c = p[i + 1]
+    if c == "Q":
+        end = p.find("\\E", i + 2)
+        return len(p) if end < 0 else end + 2
+    if c in "pP" and i + 2 < len(p) and p[i + 2] == "{":
+        end = p.find("}", i)
+        return len(p) if end < 0 else end + 1
+    if c == "x":
+        m = re.match(r"\\x(\{[0-9A-Fa-f]+\}|[0-9A-Fa-f]{2})", p[i:])
+        return i + (m.end() if m else 2)
+    if c in "01234567":
+        m = re.match(r"\\[0-7]{1,3}", p[i:])
+        return i + (m.end() if m else 2)
+    return i + (3 if c in "pP" else 2)
+
+
+def _re2_class_end(p: str, i: int) -> int | str:
+    """The end of the character class at p[i] ("["), or the error (parse.go parseClass)."""
+    j = i + 1
+    if j < len(p) and p[j] == "^":
+        j += 1
+    if j < len(p) and p[j] == "]":
+        j += 1  # a leading ] is a literal
+    while j < len(p) and p[j] != "]":
+        if p.startswith("[:", j):
+            close = p.find(":]", j + 2)
+            if close >= 0:
+                j = close + 2
+                continue
+        if p[j] == "\\":
+            bad = _re2_escape(p, j)
+            if bad is not None:
+                return bad
+            j = _re2_escape_end(p, j)
+            continue
+        j += 1
+    if j >= len(p):
+        return f"error parsing regexp: missing closing ]: `{p[i:]}`"
+    return j + 1
 
 
 # -- the source as tree-sitter sees it -------------------------------------------------------------
@@ -390,6 +559,30 @@ class _Value:
     value: object = None
     items: tuple[_Value, ...] = ()
     keys: tuple[_Value, ...] = ()
+
+    def to_json(self) -> Any:
+        """DefaultValue.ToJSON (pkg/schema/types.go): the value the CLI writes."""
+        if self.kind == "float":
+            assert isinstance(self.value, float)
+            return cli_number(self.value)
+        if self.kind in ("list", "set"):
+            return [item.to_json() for item in self.items]
+        if self.kind == "dict":
+            return {_go_key(k): v.to_json() for k, v in zip(self.keys, self.items, strict=True)}
+        return None if self.kind == "none" else self.value
+
+
+def _go_key(key: _Value) -> str:
+    """A dict key as ToJSON spells it: a string as is, anything else through fmt's %v."""
+    if key.kind == "str":
+        assert isinstance(key.value, str)
+        return key.value
+    if key.kind == "bool":
+        return "true" if key.value else "false"
+    if key.kind == "float":
+        assert isinstance(key.value, float)
+        return go_format_g(key.value)
+    return "<nil>" if key.kind == "none" else str(key.value)
 
 
 def _default_value(src: _Source, node: ast.expr, own_paren: int | None = None) -> _Value | None:
@@ -543,6 +736,9 @@ class StaticInput:
     name: str
     line: int
     bounds: dict[str, JsonNumber] = field(default_factory=dict)  # schema keyword -> value
+    # The other keywords the CLI writes from the source: default (None: Python's None),
+    # description, pattern, enum (choices), deprecated, x-cog-accept (openapi_spec.go).
+    values: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -558,6 +754,8 @@ class StaticPredictor:
     concurrency_max: int | None
     inputs: dict[str, StaticInput]
     warnings: list[Problem]
+    # Fields of the output BaseModel with a literal default: not required (schema_type.go).
+    output_defaults: frozenset[str] = frozenset()
 
 
 class _Checker:
@@ -723,6 +921,26 @@ class _Checker:
             self.fail(module.src, fn.lineno, MSG_STREAMING_OUTPUT)
         return marked
 
+    def output_defaults(self, module: _Module, fn: _Function) -> frozenset[str]:
+        """The output BaseModel's fields with a literal default (models.go
+        parseAnnotatedAssignment): resolveModelToSchemaType (schema_type.go) leaves them out of
+        `required`."""
+        returns = fn.returns
+        if not isinstance(returns, ast.Name | ast.Attribute) or module.src.wrapped(returns):
+            return frozenset()
+        found = self._parent(module, module.src.node_text(returns))
+        if found is None:
+            return frozenset()
+        owner, cls = found
+        return frozenset(
+            stmt.target.id
+            for stmt in cls.body
+            if isinstance(stmt, ast.AnnAssign)
+            and isinstance(stmt.target, ast.Name)
+            and stmt.value is not None
+            and _default_value(owner.src, stmt.value) is not None
+        )
+
     # -- inputs --
 
     def inputs(self, module: _Module, fn: _Function) -> dict[str, StaticInput]:
@@ -747,16 +965,23 @@ class _Checker:
                 continue
             if module.is_input_call(default):
                 assert isinstance(default, ast.Call)
-                bounds = self.input_call(module, default, arg.arg)
-                constrained = {k.arg for k in default.keywords} & {"choices", "regex"}
+                keywords = self.input_call(module, default, arg.arg)
             else:
-                bounds = self.input_reference(module, default, arg.arg)
-                constrained = set()
-                if bounds is None and self._default_expr(module, default) is None:
-                    text = src.node_text(default)
-                    self.fail(src, arg.lineno, MSG_DEFAULT_UNRESOLVED.format(arg.arg, text))
-            item.bounds = bounds or {}
-            if (bounds or constrained) and _is_union(arg.annotation):
+                keywords = self.input_reference(module, default, arg.arg)
+                if keywords is None:
+                    plain = self._default_expr(module, default)
+                    if plain is None:
+                        text = src.node_text(default)
+                        self.fail(src, arg.lineno, MSG_DEFAULT_UNRESOLVED.format(arg.arg, text))
+                    else:
+                        self._check_text(module, default, "default", arg.arg)
+                        keywords = {"default": plain.to_json()}
+            keywords = keywords or {}
+            bound_keys = BOUNDS.values()
+            item.bounds = {k: v for k, v in keywords.items() if k in bound_keys}
+            item.values = {k: v for k, v in keywords.items() if k not in bound_keys}
+            constrained = item.bounds or {"enum", "pattern"} & item.values.keys()
+            if constrained and _is_union(arg.annotation):
                 self.fail(src, arg.lineno, MSG_UNION_CONSTRAINTS)
         return inputs
 
@@ -773,14 +998,16 @@ class _Checker:
         call: ast.Call,
         param: str,
         overridden: frozenset[str] = frozenset(),
-    ) -> dict[str, JsonNumber] | None:
-        """parseInputCall (inputs.go): the bounds it keeps; what it drops or rejects reported.
+    ) -> dict[str, Any] | None:
+        """parseInputCall (inputs.go): the schema keywords it writes (bounds as schema keywords,
+        default, description, pattern, enum, deprecated, x-cog-accept); what it drops, rejects
+        or writes other than Python reads it reported.
 
         None where the CLI's error ends the build. Keywords in `overridden` are set at the call
         site of an Input()-returning method instead (see input_reference).
         """
         src = module.src
-        bounds: dict[str, JsonNumber] = {}
+        bounds: dict[str, Any] = {}
         for positional in call.args:
             text = src.node_text(positional, src.call_paren(call))
             self.fail(
@@ -795,38 +1022,94 @@ class _Checker:
                 continue  # **kwargs is not a keyword_argument
             text = src.node_text(value).strip()
             if kw == "default":
-                if self._default_expr(module, value) is None:
+                default = self._default_expr(module, value)
+                if default is None:
                     self._drop_default(module, value, param)
+                else:
+                    self._check_text(module, value, kw, param)
+                    bounds["default"] = default.to_json()
             elif kw == "default_factory":
                 self.fail(src, line, MSG_DEFAULT_FACTORY.format(param))
                 return None
             elif kw == "description":
-                resolved = _string_literal(text) is not None or (
-                    isinstance(value, ast.Name)
-                    and not src.wrapped(value)
-                    and module.scope.get(value.id, _Value("none")).kind == "str"
-                )
-                if not resolved:
+                description = self._string_expr(module, value)
+                if description is None:
                     self.warn(src, line, f"{param}: cog build drops description={text}")
+                else:
+                    self._check_text(module, value, kw, param, fatal=False)
+                    bounds["description"] = description
             elif kw in BOUNDS:
                 number = self._bound(module, value, kw, param)
                 if number is not None:
                     bounds[BOUNDS[kw]] = number
-            elif kw == "regex":
-                if _string_literal(text) is None:
+            elif kw in ("regex", "accept"):
+                literal = _string_literal(text)
+                if literal is None:
                     self.fail(
                         src,
                         line,
-                        f"{param}: cog build drops regex={text} (only string literals survive in"
-                        " the schema); write the pattern itself",
+                        f"{param}: cog build drops {kw}={text} (only string literals survive in"
+                        " the schema); write the string itself",
                     )
+                else:
+                    self._check_text(module, value, kw, param)
+                    bounds["pattern" if kw == "regex" else "x-cog-accept"] = literal
             elif kw == "choices":
-                if self._choices(module, value) is None:
+                choices = self._choices(module, value)
+                if choices is None:
                     self.fail(src, line, MSG_CHOICES.format(param))
                     return None
-            elif kw == "deprecated" and text not in ("True", "False"):
-                self.warn(src, line, f"{param}: cog build drops deprecated={text}")
+                self._check_text(module, value, kw, param)
+                if choices:  # an empty list writes no enum (len(field.Choices) > 0)
+                    bounds["enum"] = [choice.to_json() for choice in choices]
+            elif kw == "deprecated":
+                if text in ("True", "False"):
+                    bounds["deprecated"] = text == "True"
+                else:
+                    self.warn(src, line, f"{param}: cog build drops deprecated={text}")
         return bounds
+
+    def _string_expr(self, module: _Module, node: ast.expr) -> str | None:
+        """resolveStringExpr (module_scope.go): a string literal's text, or a module constant's.
+
+        An f-string is neither: the CLI drops it.
+        """
+        src = module.src
+        literal = _string_literal(src.node_text(node).strip())
+        if literal is not None:
+            return literal
+        if isinstance(node, ast.Name) and not src.wrapped(node):
+            value = module.scope.get(node.id)
+            if value is not None and value.kind == "str":
+                assert isinstance(value.value, str)
+                return value.value
+        return None
+
+    def _check_text(
+        self, module: _Module, node: ast.expr, kw: str, param: str, *, fatal: bool = True
+    ) -> None:
+        """Report each string literal in `node` whose text the CLI keeps other than Python reads.
+
+        parseStringLiteral (literals.go) strips the quotes and nothing else: escapes stay as
+        written, adjacent literals keep the quotes between them, r'''...''' keeps two quotes.
+        """
+        report = self.fail if fatal else self.warn
+        for literal, cli, python in _text_mismatches(module, node):
+            src = module.src
+            written = src.text(*src.span(literal))
+            instead = _literal_for(python)
+            hint = (
+                f"write {instead} instead of {written}"
+                if instead is not None
+                else "write it without escapes or adjacent literals"
+            )
+            report(
+                src,
+                literal.lineno,
+                f"{param}: cog build writes {kw}'s {written} as {json.dumps(cli)}, not the"
+                f" {json.dumps(python)} Python reads (it keeps a string literal's text as"
+                f" written); {hint}",
+            )
 
     def _drop_default(self, module: _Module, value: ast.expr, param: str) -> None:
         self.fail(
@@ -903,9 +1186,7 @@ class _Checker:
                     return value.keys if inner.func.attr == "keys" else value.items
         return None
 
-    def input_reference(
-        self, module: _Module, node: ast.expr, param: str
-    ) -> dict[str, JsonNumber] | None:
+    def input_reference(self, module: _Module, node: ast.expr, param: str) -> dict[str, Any] | None:
         """resolveInputReference (inputs.go): `Class.attr` or `Class.method(...)` of Input()s.
 
         A method's call site overrides default, description, ge and le, by parameter name.
@@ -942,12 +1223,21 @@ class _Checker:
                 number = self._bound(module, value, name, param, paren)
                 if number is not None:
                     bounds[BOUNDS[name]] = number
-            elif name == "default" and _default_value(src, value, paren) is None:
-                self._drop_default(module, value, param)
+            elif name == "default":
+                default = _default_value(src, value, paren)
+                if default is None:
+                    self._drop_default(module, value, param)
+                else:
+                    self._check_text(module, value, name, param)
+                    bounds["default"] = default.to_json()
             elif name == "description":
                 text = src.node_text(value, paren).strip()
-                if _string_literal(text) is None:
+                description = _string_literal(text)
+                if description is None:
                     self.warn(src, value.lineno, f"{param}: cog build drops description={text}")
+                else:
+                    self._check_text(module, value, name, param, fatal=False)
+                    bounds["description"] = description
         return bounds
 
     def _registered(
@@ -979,12 +1269,54 @@ class _Checker:
         call: ast.Call,
         param: str,
         overridden: frozenset[str] = frozenset(),
-    ) -> dict[str, JsonNumber] | None:
+    ) -> dict[str, Any] | None:
         before = len(self.problems)
         bounds = self.input_call(module, call, param, overridden)
         if bounds is None:  # the CLI skips an Input() it cannot read: the reference fails
             del self.problems[before:]
         return bounds
+
+
+def _text_mismatches(
+    module: _Module, node: ast.expr, depth: int = 0
+) -> list[tuple[ast.Constant, str, str]]:
+    """(literal, the CLI's text, Python's value) for each string literal in a default-like
+    expression where the two differ; a module constant is followed to its assignment."""
+    if depth > 20:
+        return []
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        cli = _string_literal(module.src.text(*module.src.span(node)))
+        return [] if cli is None or cli == node.value else [(node, cli, node.value)]
+    children: list[ast.expr | None] = []
+    if isinstance(node, ast.List | ast.Tuple | ast.Set):
+        children = list(node.elts)
+    elif isinstance(node, ast.Dict):
+        children = [*node.keys, *node.values]
+    elif isinstance(node, ast.Name):
+        children = [_assigned(module, node.id)]
+    elif isinstance(node, ast.BinOp):  # choices=A + B
+        children = [node.left, node.right]
+    found = []
+    for child in children:
+        if child is not None:
+            found += _text_mismatches(module, child, depth + 1)
+    return found
+
+
+def _literal_for(text: str) -> str | None:
+    """A string literal that both the CLI and Python read as `text` (described in words where it
+    needs line breaks), or None if there is none."""
+    if "\r" in text:
+        return None
+    if "\\" in text:
+        return None if '"' in text or "\n" in text or text.endswith("\\") else f'r"{text}"'
+    if "\n" in text:
+        if '"""' in text or text.endswith('"'):
+            return None
+        return "a triple-quoted string with the line breaks typed in it"
+    if '"' not in text:
+        return f'"{text}"'
+    return f"'{text}'" if "'" not in text else None
 
 
 def _example(value: Decimal | None, keyword: str) -> str:
@@ -1186,6 +1518,7 @@ def _check(checker: _Checker, module: _Module, name: str) -> StaticPredictor:
         concurrency_max=concurrency,
         inputs=inputs,
         warnings=checker.warnings,
+        output_defaults=checker.output_defaults(owner, fn),
     )
 
 

@@ -19,15 +19,24 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import json
+import re
 import sys
 from collections.abc import Sequence
-from dataclasses import Field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from cog_static import StaticCheckError, StaticPredictor, check, cli_number, split_ref
+from cog_static import (
+    Problem,
+    StaticCheckError,
+    StaticPredictor,
+    check,
+    go_format_g,
+    re2_error,
+    split_ref,
+)
 
 DEFAULT_OUTPUT = Path(".cog") / "openapi_schema.json"
 
@@ -58,23 +67,35 @@ def import_predictor_module(path: Path) -> str:
 
 
 def _title(name: str) -> str:
-    return " ".join(part[:1].upper() + part[1:] for part in name.split("_") if part)
+    """TitleCase (pkg/schema/types.go): each "_"-separated part capitalized, joined by spaces."""
+    return " ".join(part[:1].upper() + part[1:] for part in name.split("_"))
 
 
-def _input_schema(inputs: dict[str, Any]) -> tuple[JsonDict, dict[str, JsonDict]]:
+def _input_schema(
+    inputs: dict[str, Any], static: StaticPredictor
+) -> tuple[JsonDict, dict[str, JsonDict]]:
+    """buildInputSchema (openapi_spec.go): types from cog's introspection, every value the
+    source spells (default, description, bounds, pattern, choices, accept) as the CLI reads it.
+    """
     adt = _adt()
     optional = {adt.Repetition.OPTIONAL, adt.Repetition.OPTIONAL_REPEATED}
+    if set(inputs) != set(static.inputs):
+        raise ValueError(
+            f"{static.path}:{static.line}: the inputs cog introspects {sorted(inputs)} are not"
+            f" the ones the cog CLI reads {sorted(static.inputs)}"
+        )
     properties: JsonDict = {}
     required: list[str] = []
     enums: dict[str, JsonDict] = {}
     for name, field in sorted(inputs.items(), key=lambda item: item[1].order):
+        cli = static.inputs[name]
         prop: JsonDict = {"x-order": field.order}
-        if field.choices:
+        if "enum" in cli.values:
             enum_type = field.type.primitive.json_type().get("type", "string")
             enums[name] = {
                 "title": name,
                 "description": "An enumeration.",
-                "enum": list(field.choices),
+                "enum": cli.values["enum"],
                 "type": enum_type,
             }
             prop["allOf"] = [{"$ref": f"#/components/schemas/{name}"}]
@@ -82,37 +103,53 @@ def _input_schema(inputs: dict[str, Any]) -> tuple[JsonDict, dict[str, JsonDict]
             prop["title"] = _title(name)
             prop.update(field.type.json_type())
         nullable = field.type.repetition in optional
-        default = field.default
-        if isinstance(default, Field):
-            has_default = True  # default_factory: filled in by the worker, never sent
-        elif default is None:
-            has_default = False
-        else:
-            has_default = True
-            prop["default"] = field.type.json_encode(default)
+        none_default = "default" in cli.values and cli.values["default"] is None
+        if (
+            none_default
+            and field.type.primitive is adt.PrimitiveType.SECRET
+            and field.type.repetition is adt.Repetition.REQUIRED
+        ):
+            nullable = True  # `api_key: Secret = Input(default=None)` is optional
+        has_default = "default" in cli.values and not (none_default and not nullable)
         if not has_default and not nullable:
             required.append(name)
+        if has_default:
+            prop["default"] = cli.values["default"]
         if nullable:
             prop["nullable"] = True
-        if field.description is not None:
-            prop["description"] = field.description
-        if field.ge is not None:
-            prop["minimum"] = field.ge
-        if field.le is not None:
-            prop["maximum"] = field.le
-        if field.min_length is not None:
-            prop["minLength"] = field.min_length
-        if field.max_length is not None:
-            prop["maxLength"] = field.max_length
-        if field.regex is not None:
-            prop["pattern"] = field.regex
-        if field.deprecated:
+        if "description" in cli.values:
+            prop["description"] = cli.values["description"]
+        prop.update(cli.bounds)
+        if "pattern" in cli.values:
+            prop["pattern"] = cli.values["pattern"]
+        if cli.values.get("deprecated"):
             prop["deprecated"] = True
+        if "x-cog-accept" in cli.values:
+            if field.type.primitive not in (adt.PrimitiveType.PATH, adt.PrimitiveType.FILE):
+                raise ValueError(
+                    f"{static.path}:{cli.line}: accept is only valid on Path or File inputs"
+                    f" (parameter '{name}')"
+                )
+            prop["x-cog-accept"] = cli.values["x-cog-accept"]
         properties[name] = prop
     schema: JsonDict = {"title": "Input", "type": "object", "properties": properties}
     if required:
         schema["required"] = required
     return schema, enums
+
+
+def _output_schema(output: Any, static: StaticPredictor) -> JsonDict:
+    """The output's schema; a BaseModel's fields titled and required as the CLI has them
+    (schema_type.go coreSchema: a field with a literal default is not required)."""
+    schema: JsonDict = output.json_type()
+    if schema.get("type") == "object" and "properties" in schema:
+        for name, prop in schema["properties"].items():
+            prop["title"] = _title(name)
+        required = [n for n in schema.get("required", []) if n not in static.output_defaults]
+        schema.pop("required", None)
+        if required:
+            schema["required"] = required
+    return schema
 
 
 def _json_response(schema: JsonDict) -> JsonDict:
@@ -136,7 +173,7 @@ def build_schema(ref: str, static: StaticPredictor | None = None) -> JsonDict:
         if before is not None:  # leave a same-named module imported earlier as it was
             sys.modules[module_name] = before
 
-    input_schema, enums = _input_schema(info.inputs)
+    input_schema, enums = _input_schema(info.inputs, static)
     validation_error = {
         "description": "Validation Error",
         **_json_response({"$ref": "#/components/schemas/HTTPValidationError"}),
@@ -163,7 +200,7 @@ def build_schema(ref: str, static: StaticPredictor | None = None) -> JsonDict:
 
     components: JsonDict = {
         "Input": input_schema,
-        "Output": info.output.json_type(),
+        "Output": _output_schema(info.output, static),
         **enums,
         "PredictionRequest": {
             "title": "PredictionRequest",
@@ -221,7 +258,8 @@ def build_schema(ref: str, static: StaticPredictor | None = None) -> JsonDict:
     }
     document: JsonDict = {
         "openapi": "3.0.2",
-        "info": {"title": "Cog", "version": "0.1.0"},
+        # global.Version: the CLI's own; the build wants it equal to the image's cog version.
+        "info": {"title": "Cog", "version": importlib.metadata.version("cog")},
         "paths": {
             "/": {
                 "get": {"summary": "Root", "operationId": "root__get", "responses": {"200": ok_any}}
@@ -252,37 +290,104 @@ def build_schema(ref: str, static: StaticPredictor | None = None) -> JsonDict:
         },
         "components": {"schemas": components},
     }
-    apply_cli_bounds(document, static)
+    problems = validation_problems(document, static)
+    if problems:
+        raise StaticCheckError(problems)
     return document
 
 
-def apply_cli_bounds(document: JsonDict, static: StaticPredictor) -> None:
-    """Put the CLI's bound values into `document`; fail where introspection disagrees."""
-    properties: JsonDict = document["components"]["schemas"]["Input"]["properties"]
-    if set(properties) != set(static.inputs):
-        raise ValueError(
-            f"{static.path}:{static.line}: the inputs cog introspects {sorted(properties)} are not"
-            f" the ones the cog CLI reads {sorted(static.inputs)}"
-        )
-    for name, prop in properties.items():
-        item = static.inputs[name]
-        for key in BOUND_KEYS:
-            introspected, cli = prop.get(key), item.bounds.get(key)
-            if cli is None and introspected is None:
-                continue
-            if cli is None or introspected is None or _as_cli(key, introspected) != cli:
-                raise ValueError(
-                    f"{static.path}:{item.line}: {name}: cog's introspection gives {key}="
-                    f"{introspected}, the cog CLI writes {key}={cli}"
-                )
-            prop[key] = cli
+# -- the build's validation step -------------------------------------------------------------------
+# pkg/image/build.go writeAndValidateSchema loads the document with kin-openapi and fails the build
+# on doc.Validate's error ("Model schema is invalid: ..."). On the schemas the CLI writes, what can
+# fail is in openapi3/schema.go Schema.validate: a pattern Go's regexp cannot compile
+# (schema_pattern.go compilePattern) and a default that the property's own schema rejects
+# (validateExampleValue -> VisitJSON, with MultiErrors: the reasons joined by " | "). Messages
+# below are those errors' first lines (kin-openapi adds a dump of the schema and value).
+
+INVALID = 'Model schema is invalid: invalid components: schema "Input": '
 
 
-def _as_cli(key: str, value: Any) -> Any:
-    """What the CLI writes for a bound the Python side holds as `value`."""
-    if key in ("minLength", "maxLength"):
-        return int(value)
-    return cli_number(float(value))
+def validation_problems(document: JsonDict, static: StaticPredictor) -> list[Problem]:
+    """What kin-openapi's validation rejects in the Input schema, at the input's line."""
+    schemas: JsonDict = document["components"]["schemas"]
+    problems = []
+    for name in sorted(schemas["Input"]["properties"]):  # componentNames: sorted
+        prop = schemas["Input"]["properties"][name]
+        line = static.inputs[name].line if name in static.inputs else static.line
+        message = None
+        if "pattern" in prop and "string" in _types(prop):
+            message = re2_error(prop["pattern"])
+        if message is None and "default" in prop:
+            reasons = _visit(prop["default"], prop, schemas)
+            if reasons:
+                message = "invalid default: " + " | ".join(reasons)
+        if message is not None:
+            text = f"{name}: cog build fails: {INVALID}{message}"
+            problems.append(Problem(static.path, line, text))
+    return problems
+
+
+def _types(schema: JsonDict) -> list[str]:
+    kind = schema.get("type")
+    return [] if kind is None else [kind] if isinstance(kind, str) else list(kind)
+
+
+def _visit(value: Any, schema: JsonDict, schemas: JsonDict) -> list[str]:
+    """openapi3 Schema.VisitJSON's reasons for `value` (kin-openapi schema.go), for the keywords
+    the CLI writes: allOf/$ref, enum, nullable, type, minimum/maximum, lengths, pattern, items."""
+    if "$ref" in schema:
+        return _visit(value, schemas[schema["$ref"].rsplit("/", 1)[1]], schemas)
+    for sub in schema.get("allOf", []):
+        inner = _visit(value, sub, schemas)
+        if inner:
+            return ["doesn't match schema due to: " + " And ".join(inner)]
+    if "enum" in schema and not any(_json_equal(value, e) for e in schema["enum"]):
+        allowed = json.dumps(schema["enum"], separators=(",", ":"))
+        return [f"value is not one of the allowed values {allowed}"]
+    types = _types(schema)
+    if value is None:
+        return [] if schema.get("nullable") or not types else ["Value is not nullable"]
+    names = {bool: "boolean", str: "string", list: "array", dict: "object"}
+    expected = names.get(type(value), "number")
+    if types and not (expected in types or (expected == "number" and "integer" in types)):
+        kind = types[0]
+        article = "an" if kind in ("array", "object", "integer") else "a"
+        return [f"value must be {article} {kind}"]
+    reasons = []
+    if expected == "number":
+        number = float(value)
+        if types == ["integer"] and not number.is_integer():
+            reasons.append("value must be an integer")
+        if "minimum" in schema and number < schema["minimum"]:
+            reasons.append(f"number must be at least {go_format_g(float(schema['minimum']))}")
+        if "maximum" in schema and number > schema["maximum"]:
+            reasons.append(f"number must be at most {go_format_g(float(schema['maximum']))}")
+    elif expected == "string":
+        if "minLength" in schema and len(value) < schema["minLength"]:
+            reasons.append(f"minimum string length is {schema['minLength']}")
+        if "maxLength" in schema and len(value) > schema["maxLength"]:
+            reasons.append(f"maximum string length is {schema['maxLength']}")
+        if "pattern" in schema and not _matches(schema["pattern"], value):
+            reasons.append(f'string doesn\'t match the regular expression "{schema["pattern"]}"')
+    elif expected == "array" and "items" in schema:
+        for item in value:
+            reasons += _visit(item, schema["items"], schemas)
+    return reasons
+
+
+def _json_equal(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    return bool(a == b)
+
+
+def _matches(pattern: str, value: str) -> bool:
+    """Go's MatchString (an unanchored search); Python's `re` stands in for an RE2-valid
+    pattern, and a pattern it cannot read (\\z, [[:alpha:]]) is not judged here."""
+    try:
+        return re.search(pattern, value) is not None
+    except re.error:
+        return True
 
 
 def verify_cli_bounds(document: JsonDict, static: StaticPredictor) -> None:
