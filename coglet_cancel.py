@@ -19,17 +19,18 @@ Cancelling a future that finished successfully with one of ``threading_utils``' 
 result (a ``generator_from_thread`` generator, a ``Channel.stream()``, ... — whatever
 :func:`threading_utils.request_stop` recognises) asks that stream's producer to stop; the stream
 then ends quietly at once, coglet's iteration ends, and coglet 0.23.1 reports the prediction
-``canceled`` within milliseconds (tests/test_cancel_server.py). Every other future behaves
-exactly as before, and asyncio's futures are a different class, untouched.
+``canceled`` within milliseconds (tests/test_coglet_cancel.py, on the real server). Every other
+future behaves exactly as before, and asyncio's futures are a different class, untouched.
 
 Return value: for a bridge stream the wrapped ``cancel()`` still returns False — the future was
 finished and stays so (``cancelled()`` False, no callbacks run), as ``Future.cancel`` documents.
 coglet ignores the value anyway (``Ok(_) => true`` in ``cancel_async_future``); only an exception
 would reach it (logged as "Failed to cancel async future"), so the stop request never raises.
 
-When to remove it: ``test_without_the_hook_coglet_still_runs_the_returned_generator_to_its_end``
-in tests/test_cancel_server.py runs predict.py without the hook. The day it fails, coglet stops
-such generators itself: delete this module, its ``install()`` line in predict.py and that test.
+When to remove it: ``test_without_the_hook_coglet_runs_a_returned_stream_to_its_end`` in
+tests/test_coglet_cancel.py serves a stream with and without the hook on the real server. The
+day its "without it" case fails, coglet stops such streams itself: delete this module, the
+``install()`` lines in predict.py and the examples, and that test.
 
 Call :func:`install` explicitly (predict.py's ``setup()`` does), never at import: it changes a
 standard-library class for the whole process, which only the process that serves the model

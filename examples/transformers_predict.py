@@ -233,7 +233,9 @@ class Predictor(BaseRunner):
     @concurrent(max=8)  # an integer literal: cog build reads it statically
     async def run(
         self,
-        prompt: str = Input(description="Text to continue", max_length=65536),
+        prompt: str = Input(
+            description="Text to continue", default="Once upon a time", max_length=65536
+        ),
         max_new_tokens: int = Input(description="Tokens to generate", default=128, ge=1, le=1024),
         temperature: float = Input(description="0 = greedy", default=0.8, ge=0.0, le=2.0),
         seed: int | None = Input(

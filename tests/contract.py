@@ -29,7 +29,11 @@ def streaming_input(i: int) -> dict[str, Any]:
 
 
 def long_input(i: int) -> dict[str, Any]:
-    """A valid input that generates for several seconds: what cancel and capacity tests stop."""
+    """A valid input that keeps the model busy for several seconds: what cancel tests stop.
+
+    The cancel test checks that it is still streaming a second after its first output, and that
+    the server uses the CPU meanwhile (then that a cancel stops that use).
+    """
     return {"prompt": f"# long {i}\nimport ", "max_new_tokens": 2048, "seed": 3000 + i}
 
 
@@ -39,7 +43,7 @@ BAD_INPUTS: dict[str, dict[str, Any]] = {
     "float for int": {"prompt": "x", "max_new_tokens": 2.5},
     "above the maximum": {"prompt": "x", "max_new_tokens": 1_000_000},
     "below the minimum": {"prompt": "x", "max_new_tokens": 0},
-    "missing required": {"max_new_tokens": 5},
+    "null for a string": {"prompt": None},
     "list for a string": {"prompt": ["def"]},
     "1 MB string": {"prompt": "x" * 1_000_000},
 }

@@ -7,13 +7,14 @@ import concurrent.futures
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from cog_server import REPO_ROOT
-from conftest import wait_until
+from conftest import CogServers, wait_until
 
 import coglet_cancel
 from threading_utils import Channel, generator_from_callback, generator_from_thread, stop_requested
@@ -319,3 +320,37 @@ def test_as_coglet_does_it_run_coroutine_threadsafe_then_cancel_from_another_thr
         loop.call_soon_threadsafe(loop.stop)
         loop_thread.join(10)
         loop.close()
+
+
+# ── on the real server: why the hook exists, and the test that says when it can go ────────────
+
+
+@pytest.mark.server
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("hook", ["1", "0"], ids=["with the hook", "without it"])
+def test_without_the_hook_coglet_runs_a_returned_stream_to_its_end(
+    cog_servers: CogServers, hook: str
+) -> None:
+    """coglet 0.23 cancels an async run() only through its finished Future (see the module).
+
+    Without the hook it iterates the returned stream to its end and only then reports
+    `canceled`. The day the "without it" case fails, coglet stops such streams itself: delete
+    coglet_cancel.py, its install() lines and this test.
+    """
+    server = cog_servers.start(
+        "ignores_cancel.py:Predictor", concurrency=2, env={"COGLET_CANCEL": hook}
+    )
+    id_ = "hook-" + hook
+    assert server.predict_async(id_, {"seconds": 4.0, "fault": "none"})[0] == 202
+    wait_until(lambda: bool((server.get(id_) or {}).get("output")), timeout=30, what="output")
+    cancelled_at = time.monotonic()
+    assert server.cancel(id_)[0] == 200
+    result = server.wait(id_, timeout=60)
+    took = time.monotonic() - cancelled_at
+    assert result["status"] == "canceled", result
+    steps = len("".join(result.get("output") or []).split())
+    if hook == "1":
+        assert took < 1.0, f"with the hook the cancel took {took:.2f}s"
+    else:
+        assert took > 2.0, f"coglet stopped the stream itself in {took:.2f}s: remove the hook"
+    assert steps > 0

@@ -8,11 +8,15 @@ model's own server tests are in tests/test_model_server.py.
 from __future__ import annotations
 
 import importlib
+import json
+import os
 import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import contract
@@ -71,6 +75,129 @@ def output_flows(server: CogServer, id_: str) -> Callable[[], bool]:
         return bool(state.get("output"))
 
     return check
+
+
+def sent_inputs(spec: Any) -> dict[str, dict[str, Any]]:
+    """Every input a contract module (`tests/contract.py` or a stand-in) sends, by where from."""
+    sent = {f"{name}(0)": getattr(spec, name)(0) for name in CONTRACT_INPUTS}
+    sent |= {f"BAD_INPUTS[{name!r}]": value for name, value in spec.BAD_INPUTS.items()}
+    return sent
+
+
+CONTRACT_INPUTS = ("short_input", "streaming_input", "long_input")
+
+
+def unknown_inputs(schema: Mapping[str, Any], spec: Any) -> list[str]:
+    """One line per input key that `spec` sends and the predictor's schema does not declare.
+
+    coglet ignores such keys (a stale name runs on the defaults), so the contract would test the
+    wrong inputs without a word.
+    """
+    declared = set(schema["components"]["schemas"]["Input"].get("properties") or {})
+    return [
+        f"tests/contract.py: {where} sends {key!r}, which {spec.PREDICTOR} does not declare "
+        f"(its inputs: {', '.join(sorted(declared)) or 'none'}); coglet would ignore it: "
+        "edit tests/contract.py"
+        for where, inputs in sent_inputs(spec).items()
+        if isinstance(inputs, dict)
+        for key in inputs
+        if key not in declared
+    ]
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU time (user + system) used so far by the live processes of one process group."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[2]) == pgid:  # fields[0] is the state: pgrp is field 5 of stat(5)
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
+def cpu_used_over(pgid: int, seconds: float) -> float:
+    """CPU seconds the group used in the next `seconds` of wall time (a measuring window)."""
+    before = group_cpu_seconds(pgid)
+    time.sleep(seconds)
+    return group_cpu_seconds(pgid) - before
+
+
+WINDOW = 1.0  # seconds of wall time each CPU reading covers
+MIN_BUSY = 0.2  # CPU seconds per window that show a model at work
+IDLE_SHARE = 0.15  # after a cancel, at most this share of the busy reading
+MARGIN = 0.5  # seconds of streaming the cancel check asks for beyond its two windows
+
+
+def check_cancel_stops_the_work(server: CogServer, inputs: Mapping[str, Any]) -> None:
+    """Cancel the only running prediction; its model must stop using the CPU (black-box).
+
+    First runs `inputs` alone to its end: it must stream for two windows and more after its first
+    output, or a cancel one window in could not tell a model that ignores cancel from one that
+    finished. Then runs it again, reads the server's CPU use over one window while it streams,
+    cancels it, and reads the CPU used from the cancel to the end of one more window.
+    """
+    assert server.pid is not None
+    events = list(server.predict_stream(inputs, timeout=180))
+    outputs = [e for e in events if e.event == "output"]
+    assert events[-1].data.get("status") == "succeeded", events[-1].data
+    assert outputs, "the input streamed no output"
+    streamed = events[-1].time - outputs[0].time
+    if streamed < 2 * WINDOW + MARGIN:
+        pytest.fail(
+            f"the input streams for {streamed:.2f}s after its first output; the cancel check "
+            f"needs {2 * WINDOW + MARGIN:.1f}s or more: make long_input longer (tests/contract.py)"
+        )
+    id_ = start(server, inputs)
+    wait_until(output_flows(server, id_), timeout=60, what=f"output of {id_}")
+    busy = cpu_used_over(server.pid, WINDOW)
+    if busy < MIN_BUSY:
+        pytest.fail(
+            f"while streaming, the server used {busy:.2f}s of CPU in {WINDOW}s: too little to "
+            "tell whether a cancel stops the model; make long_input heavier (tests/contract.py)"
+        )
+    before, cancelled_at = group_cpu_seconds(server.pid), time.monotonic()
+    assert server.cancel(id_)[0] == 200
+    assert server.wait(id_, timeout=60)["status"] == "canceled"
+    time.sleep(max(0.0, cancelled_at + WINDOW - time.monotonic()))  # the end of the window
+    after = group_cpu_seconds(server.pid) - before
+    if after > IDLE_SHARE * busy:
+        pytest.fail(
+            f"after the cancel the server kept using the CPU: {after:.2f}s in the "
+            f"{time.monotonic() - cancelled_at:.2f}s from the cancel (streaming: {busy:.2f}s in "
+            f"{WINDOW}s); the cancelled prediction's work did not stop"
+        )
+
+
+# ── the contract's own inputs ─────────────────────────────────────────────────────────────────
+
+
+def test_every_input_the_contract_sends_is_declared_by_the_predictor(server: CogServer) -> None:
+    schema = json.loads((server.cwd / ".cog" / "openapi_schema.json").read_text())
+    problems = unknown_inputs(schema, contract)
+    assert not problems, "\n".join(problems)
+
+
+def test_the_input_check_names_an_unknown_key_and_the_file_to_edit() -> None:
+    schema = {"components": {"schemas": {"Input": {"properties": {"prompt": {}, "seed": {}}}}}}
+    stale = SimpleNamespace(
+        PREDICTOR="predict.py:Predictor",
+        short_input=lambda i: {"prompt": "x", "max_new_tokens": 5},  # a renamed input
+        streaming_input=lambda i: {"prompt": "x"},
+        long_input=lambda i: {"prompt": "x", "seed": i},
+        BAD_INPUTS={"wrong type": {"seed": "x"}, "stale": {"temperature": 3}},
+    )
+    assert unknown_inputs(schema, stale) == [
+        "tests/contract.py: short_input(0) sends 'max_new_tokens', which predict.py:Predictor "
+        "does not declare (its inputs: prompt, seed); coglet would ignore it: edit "
+        "tests/contract.py",
+        "tests/contract.py: BAD_INPUTS['stale'] sends 'temperature', which predict.py:Predictor "
+        "does not declare (its inputs: prompt, seed); coglet would ignore it: edit "
+        "tests/contract.py",
+    ]
 
 
 # ── streaming ─────────────────────────────────────────────────────────────────────────────────
@@ -141,6 +268,34 @@ def test_a_cancelled_prediction_stops_and_leaves_nothing_in_the_next_one(
     assert result["status"] == "canceled", result
     assert time.monotonic() - cancelled_at < 1.0
     assert fingerprint(succeeded(server, contract.short_input(5))) == expected
+
+
+def test_a_cancel_stops_the_models_work(server: CogServer) -> None:
+    check_cancel_stops_the_work(server, contract.long_input(7))
+
+
+@pytest.mark.parametrize(
+    ("inputs", "failure"),
+    [
+        ({"seconds": 3.0, "fault": "thread"}, "kept using the CPU"),
+        ({"seconds": 3.0, "fault": "unhooked"}, "kept using the CPU"),
+        ({"seconds": 3.0, "fault": "none"}, None),
+        ({"seconds": 1.0, "fault": "none"}, "make long_input longer"),
+    ],
+    ids=["a plain thread", "no coglet_cancel", "no fault", "too short to cancel"],
+)
+def test_the_cancel_check_fails_on_work_that_runs_on(
+    module_cog_servers: CogServers, inputs: dict[str, Any], failure: str | None
+) -> None:
+    hook = "0" if inputs["fault"] == "unhooked" else "1"
+    faulty = module_cog_servers.shared(
+        "ignores_cancel.py:Predictor", concurrency=2, env={"COGLET_CANCEL": hook}
+    )
+    if failure is None:
+        check_cancel_stops_the_work(faulty, inputs)
+        return
+    with pytest.raises(pytest.fail.Exception, match=failure):
+        check_cancel_stops_the_work(faulty, inputs)
 
 
 # ── bad input, health ─────────────────────────────────────────────────────────────────────────

@@ -152,7 +152,7 @@ BAD_INPUTS = {
     "too many tokens": {"prompt": FIB, "max_new_tokens": 1025},
     "negative temperature": {"prompt": FIB, "temperature": -0.1},
     "seed too big": {"prompt": FIB, "seed": 2**32},
-    "missing prompt": {"max_new_tokens": 5},
+    "null prompt": {"prompt": None, "max_new_tokens": 5},
 }
 
 
