@@ -16,6 +16,12 @@ Facts about coglet (cog >= 0.23) the harness relies on:
   `scripts/schema.py` into `cwd`, so each predictor needs its own cwd (see `stage_predictor`).
 - There is no GET /predictions/{id}: async predictions report through webhooks, so the harness
   runs a small webhook receiver on 127.0.0.1 and `get`/`wait` read what it received.
+- File outputs: without an upload URL coglet inlines each file as a `data:` URI; with
+  `--upload-url URL` (an argument of `python -m cog.server.http`, passed to
+  `coglet.server.serve(upload_url=...)`; it is how Replicate runs models) it PUTs each file to
+  `URL<file name>` and outputs the response's `Location` (replicate/cog
+  `crates/coglet/src/orchestrator.rs`, `upload_file`). `uploads=True` points it at an
+  `UploadReceiver` on 127.0.0.1 (`server.uploads`).
 
 The legacy Python server (cog <= 0.16, no coglet; pass its venv's `python=`) builds its schema at
 runtime (use `schema=False`) and needs a cog.yaml in its cwd, which the harness writes if absent.
@@ -167,6 +173,116 @@ class _WebhookReceiver:
         self._thread.join(timeout=5)
 
 
+class UploadReceiver:
+    """A file store on 127.0.0.1 that coglet uploads to, the way Replicate's upload endpoint works.
+
+    coglet PUTs each file output to `{url}{file name}` with its Content-Type; the receiver keeps
+    the bytes under a unique name, answers 201 with `Location: {base}/files/{key}` (coglet
+    outputs that URL), and serves them back on GET. `fail` makes it answer 500 to every upload;
+    `hold()` makes uploads wait (their requests stay open) until `release()`.
+    """
+
+    def __init__(self) -> None:
+        self.fail = False
+        self._files: dict[str, tuple[str, bytes]] = {}  # key -> (content type, bytes)
+        self._started = 0  # uploads received (their bodies read), answered or not
+        self._cond = threading.Condition()
+        self._released = threading.Event()
+        self._released.set()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_PUT(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                data = self.rfile.read(length)
+                name = self.path.rsplit("/", 1)[-1] or "output"
+                with receiver._cond:
+                    receiver._started += 1
+                    key = f"{receiver._started}-{name}"
+                    receiver._cond.notify_all()
+                receiver._released.wait(timeout=60)
+                if receiver.fail:
+                    self.send_response(500)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                with receiver._cond:
+                    receiver._files[key] = (self.headers.get("Content-Type", ""), data)
+                    receiver._cond.notify_all()
+                self.send_response(201)
+                self.send_header("Location", f"{receiver.base_url}/files/{key}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_GET(self) -> None:
+                key = self.path.removeprefix("/files/")
+                with receiver._cond:
+                    found = receiver._files.get(key)
+                if found is None:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                content_type, data = found
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = _Receiver(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def url(self) -> str:
+        """The upload URL to give coglet (`--upload-url`)."""
+        return f"{self.base_url}/upload/"
+
+    def file(self, url: str) -> tuple[str, bytes] | None:
+        """(Content-Type, bytes) of an uploaded file, by the URL coglet output for it."""
+        if not url.startswith(f"{self.base_url}/files/"):
+            return None
+        with self._cond:
+            return self._files.get(url.removeprefix(f"{self.base_url}/files/"))
+
+    @property
+    def stored(self) -> int:
+        with self._cond:
+            return len(self._files)
+
+    @property
+    def started(self) -> int:
+        """Uploads received so far (including held and failed ones)."""
+        with self._cond:
+            return self._started
+
+    def wait_started(self, count: int, timeout: float) -> bool:
+        """Until `count` uploads have been received; False after `timeout` seconds."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._started >= count, timeout=timeout)
+
+    def hold(self) -> None:
+        self._released.clear()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def close(self) -> None:
+        self._released.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
 def _retry_busy(
     send: Callable[[], tuple[int, R]],
     busy_retry: float,
@@ -202,6 +318,7 @@ class CogServer:
         ready_statuses: Collection[str] = ("READY",),
         startup_timeout: float = 60.0,
         stop_timeout: float = 10.0,
+        uploads: bool = False,
     ) -> None:
         self.predictor_ref = predictor_ref
         self.cwd = Path(cwd)
@@ -217,6 +334,8 @@ class CogServer:
         self.setup_health: Json = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._webhooks: _WebhookReceiver | None = None
+        # uploads=True: coglet uploads file outputs here (--upload-url), as on Replicate
+        self.uploads: UploadReceiver | None = UploadReceiver() if uploads else None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -272,8 +391,9 @@ class CogServer:
         try:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             with self.log_path.open("wb") as log:
+                upload = [] if self.uploads is None else ["--upload-url", self.uploads.url]
                 self._proc = subprocess.Popen(
-                    [self.python, "-m", "cog.server.http", "--host", "127.0.0.1"],
+                    [self.python, "-m", "cog.server.http", "--host", "127.0.0.1", *upload],
                     cwd=self.cwd,
                     env=env,
                     stdin=subprocess.DEVNULL,
@@ -311,6 +431,7 @@ class CogServer:
             self._webhooks.close()
             self._webhooks = None
         if proc is None:
+            self._close_uploads()
             return None
         for sig, wait in ((signal.SIGTERM, self.stop_timeout), (signal.SIGKILL, 10.0)):
             with contextlib.suppress(ProcessLookupError):
@@ -321,7 +442,13 @@ class CogServer:
         # the worker shares the group; make sure nothing of it is left behind
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+        self._close_uploads()
         return proc.returncode
+
+    def _close_uploads(self) -> None:
+        if self.uploads is not None:
+            self.uploads.close()
+            self.uploads = None
 
     def log_text(self) -> str:
         try:
