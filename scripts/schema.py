@@ -9,10 +9,12 @@ runs and tests get validation and SSE streaming without the CLI:
 
 The CLI does not import the predictor: it reads predict.py's source text (see cog_static.py). So
 the predictor is first checked the way the CLI reads it, and this script fails, naming file:line,
-on anything `cog build` would reject or silently drop (a name in `@concurrent(max=...)` or in an
-Input() bound). The document then carries what the CLI writes where the two readers differ: the
-bounds (ge/le as the CLI's 64-bit floats print) and `x-cog-streaming` (`@cog.streaming` on
-run()/predict()); every bound of the written file is checked against the CLI's.
+on anything `cog build` would reject or silently drop or change. The two readers split the work:
+cog's introspection gives the inputs, their types and the output type; cog_static.py gives every
+value the source spells (defaults, descriptions, bounds, regex, choices, accept, output-model
+defaults) as the CLI reads it, so the written schema is the CLI's (pkg/schema/openapi_spec.go).
+Last, what the build's validation of the schema rejects (kin-openapi) fails here first.
+What is checked: docs/schema.md.
 """
 
 from __future__ import annotations

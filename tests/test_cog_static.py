@@ -29,6 +29,7 @@ from cog_static import (
     check_source,
     go_json_number,
     go_parse_float,
+    re2_error,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -954,3 +955,50 @@ def test_cog_yaml_run_is_the_checked_predictor() -> None:
 def _line_of(source: str, prefix: str) -> int:
     lines = textwrap.dedent(source).splitlines()
     return next(i for i, line in enumerate(lines, 1) if line.strip().startswith(prefix))
+
+
+# pkg/schema/python/literals.go parseStringLiteral keeps escapes; kin-openapi's
+# openapi3/schema_pattern.go compiles a pattern with Go's regexp (RE2 syntax, parse.go).
+@pytest.mark.parametrize(
+    ("pattern", "error"),
+    [
+        (r"^[a-z]+\d*$", None),
+        (r"(?P<word>\w+)(?i:x)\x{41}\Qa.b\E[[:alpha:]]", None),
+        (r"\u00E9", None),  # rewritten to \x{00E9} first (intoGoRegexp)
+        (r"foo(?!bar)", "invalid or unsupported Perl syntax: `(?!`"),
+        (r"(?<=a)b", "invalid named capture: `(?<=a)b`"),
+        (r"(a)\1", r"invalid escape sequence: `\1`"),
+        (r"a++", "invalid nested repetition operator: `++`"),
+        (r"a{1001}", "invalid repeat count: `{1001}`"),
+        (r"end\Z", r"invalid escape sequence: `\Z`"),
+        (r"(?x) a", "invalid or unsupported Perl syntax: `(?x`"),
+    ],
+)
+def test_patterns_as_go_regexp_compiles_them(pattern: str, error: str | None) -> None:
+    expected = None if error is None else f"error parsing regexp: {error}"
+    assert re2_error(pattern) == expected
+
+
+def test_literal_values_are_the_clis() -> None:
+    # literals_test.go TestParseDefaultValueHandlesCompoundLiterals: tuple as list, dict;
+    # openapi_spec.go: deprecated and accept as written
+    info = static(
+        """
+        from cog import BaseRunner, Input, Path
+
+        class Predictor(BaseRunner):
+            def run(
+                self,
+                t: list[str] = Input(default=('a', 2)),
+                p: Path = Input(accept="image/*", deprecated=True, description='d'),
+                c: str = Input(default="x", choices=["x", 'y']),
+            ) -> str:
+                return ""
+        """
+    )
+    values = {name: item.values for name, item in info.inputs.items()}
+    assert values == {
+        "t": {"default": ["a", 2]},
+        "p": {"x-cog-accept": "image/*", "deprecated": True, "description": "d"},
+        "c": {"default": "x", "enum": ["x", "y"]},
+    }
