@@ -1,8 +1,9 @@
 """Benchmark: predict.py on the real Cog server vs the raw model loop, in the same run.
 
 Run ``python -m benchmarks.model.bench_server`` from the repository root (``--quick`` for a ~20 s
-smoke run). It starts ``python -m cog.server.http`` for predict.py (concurrency 32, as
-``make serve``) with the harness in scripts/cog_server.py, and measures:
+smoke run; ``--json FILE`` also writes the numbers to FILE). It starts ``python -m cog.server.http``
+for predict.py (concurrency 32, as ``make serve``) with the harness in scripts/cog_server.py, and
+measures:
 
 One stream
     The prompt ``def fibonacci(n):``, ``max_new_tokens`` 512, temperature 0.8, top_p 0.95,
@@ -35,6 +36,7 @@ The machine is shared and small: treat single numbers as noisy. Exit status 0 ei
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import platform
@@ -207,7 +209,7 @@ def server_stream(server: CogServer, n_tokens: int, seed: int) -> Stream:
     )
 
 
-def bench_one_stream(server: CogServer, settings: Settings) -> None:
+def bench_one_stream(server: CogServer, settings: Settings) -> dict[str, Any]:
     n = settings.stream_tokens
     print(
         f"\n1. one stream: {PROMPT!r}, {n} tokens, temperature {SAMPLING['temperature']}, "
@@ -256,6 +258,14 @@ def bench_one_stream(server: CogServer, settings: Settings) -> None:
         f"   {'MET   ' if ok_ttft else 'MISSED'} server TTFT - raw TTFT = {diff:+.1f} ms "
         f"(target <= {TTFT_TARGET_MS:.0f} ms)"
     )
+    return {
+        "tokens": n,
+        "raw_tokens_per_s": raw_rate,
+        "server_tokens_per_s": srv_rate,
+        "raw_ttft_ms": raw_ttft,
+        "server_ttft_ms": srv_ttft,
+        "same_text": same,
+    }
 
 
 # ── concurrent predictions ───────────────────────────────────────────────────────────────────
@@ -339,7 +349,7 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else math.nan
 
 
-def bench_concurrent(server: CogServer, settings: Settings) -> None:
+def bench_concurrent(server: CogServer, settings: Settings) -> list[dict[str, Any]]:
     n = settings.batch_tokens
     print(
         f"\n2. N predictions at once, {n} tokens each ({PROMPT!r}, seeds {SEED}..{SEED}+N-1): "
@@ -409,6 +419,20 @@ def bench_concurrent(server: CogServer, settings: Settings) -> None:
             f"   {'MET   ' if p50 <= TTFT_P50_TARGET_MS else 'MISSED'} p50 TTFT at {TTFT_AT} "
             f"concurrent = {p50:.1f} ms (target <= {TTFT_P50_TARGET_MS:g} ms)"
         )
+    return [
+        {
+            "n": b,
+            "tokens": n,
+            "server_tokens_per_s": agg("server", b),
+            "scheduler_tokens_per_s": agg("scheduler", b),
+            "raw_tokens_per_s": agg("raw", b),
+            "server_vs_raw": agg("server", b) / agg("raw", b),
+            "server_ttft_ms_p50": percentile(ttfts("server", b), 0.5),
+            "server_ttft_ms_p99": percentile(ttfts("server", b), 0.99),
+            "raw_ttft_ms_p50": percentile(ttfts("raw", b), 0.5),
+        }
+        for b in settings.batch_sizes
+    ]
 
 
 # ── main ─────────────────────────────────────────────────────────────────────────────────────
@@ -426,7 +450,7 @@ def machine_line() -> str:
     )
 
 
-def run(settings: Settings) -> None:
+def run(settings: Settings) -> dict[str, Any]:
     resolve_weights_path()  # WeightsError now rather than a server that fails its setup
     set_threads_like_predictor()
     print(machine_line(), flush=True)
@@ -440,16 +464,22 @@ def run(settings: Settings) -> None:
             startup_timeout=120.0,
         ) as server:
             print(f"server ready in {time.perf_counter() - started:.1f}s", flush=True)
-            bench_one_stream(server, settings)
-            bench_concurrent(server, settings)
+            return {
+                "machine": machine_line(),
+                "one_stream": bench_one_stream(server, settings),
+                "concurrent": bench_concurrent(server, settings),
+            }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.model.bench_server")
     ap.add_argument("--quick", action="store_true", help="fewer tokens and rounds (smoke run)")
+    ap.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
     args = ap.parse_args()
     try:
-        run(QUICK if args.quick else FULL)
+        numbers = run(QUICK if args.quick else FULL)
+        if args.json is not None:
+            args.json.write_text(json.dumps(numbers, indent=2) + "\n")
     except WeightsError as e:
         print(f"no model weights ({e}); run `make weights` first")
     except Exception:
