@@ -93,3 +93,20 @@ clean: ## Remove the venvs, .cog/ and caches (weights/ stays)
 
 # A folder may bring its own targets in a `<folder>/*.mk` (the demo model's: model/model.mk).
 -include $(wildcard */*.mk)
+
+# A CUDA machine has no .venv: gpu-check runs with its own python3 and torch, installing
+# cog, coglet and the test tools from GPU_WHEELS (filled here by gpu-wheels) when missing.
+GPU_WHEELS ?= gpu-wheels
+PYTHON_GPU ?= $(if $(wildcard $(PY)),$(PY),python3)
+OUT ?= runs/gpu-check
+.PHONY: gpu-wheels gpu-check
+
+gpu-wheels: $(STAMP) ## Download cog/coglet/pytest wheels (Python 3.12, x86_64) for gpu-check
+	$(PY) -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --abi cp312 --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 --platform any -d $(GPU_WHEELS) \
+	  cog==0.23.1 coglet==0.23.1 pytest==9.2.0 pytest-timeout==2.4.0 hypothesis==6.170.17
+	@du -sh $(GPU_WHEELS)
+
+gpu-check: ## On a CUDA machine (else the CPU): GPU tests + server measurements into OUT=dir
+	$(PYTHON_GPU) scripts/gpu_check.py --out $(OUT) --wheels $(GPU_WHEELS)
