@@ -91,7 +91,7 @@ clean: ## Remove the venvs, .cog/ and caches (weights/ stays)
 	rm -rf $(VENV) $(LEGACY_VENV) .cog .mypy_cache .ruff_cache .pytest_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-# A folder may bring its own targets in a `<folder>/*.mk` (the demo model's: model/model.mk).
+# A folder may bring its own targets in a `<folder>/*.mk`; deleting the folder takes them along.
 -include $(wildcard */*.mk)
 
 # A CUDA machine has no .venv: gpu-check runs with its own python3 and torch, installing

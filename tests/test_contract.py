@@ -309,11 +309,22 @@ def test_bad_input_gets_a_422_that_names_the_input(server: CogServer, name: str)
     assert server.health()["status"] == "READY"
 
 
-@pytest.mark.parametrize("payload", [{"input": "text"}, {"input": [1, 2]}, {"nothing": 1}])
+@pytest.mark.parametrize("payload", [{"input": "text"}, {"input": [1, 2]}])
 def test_a_body_that_is_not_an_input_object_is_rejected(server: CogServer, payload: Any) -> None:
     code, body = server.request("POST", "/predictions", payload)
     assert code in (400, 422), body
     succeeded(server, contract.short_input(1))
+
+
+def test_a_body_without_input_needs_every_required_input(server: CogServer) -> None:
+    """No `input` at all: 422 if the predictor has a required input, else a run on the defaults."""
+    schema = json.loads((server.cwd / ".cog" / "openapi_schema.json").read_text())
+    required = schema["components"]["schemas"]["Input"].get("required") or []
+    code, body = server.request("POST", "/predictions", {"nothing": 1})
+    if required:
+        assert code == 422, body
+    else:
+        assert (code, body["status"]) == (200, "succeeded"), body
 
 
 def test_the_422_for_a_huge_input_is_answered_promptly(server: CogServer) -> None:
