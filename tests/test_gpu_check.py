@@ -1,0 +1,101 @@
+"""scripts/gpu_check.py (`make gpu-check`) in CI's world: its quick mode on this machine's CPU.
+
+It runs the same steps as on a CUDA machine — install check, environment, `pytest -m gpu` (which
+skips here), predict.py on the real Cog server at 1 and 4 concurrent, cancel latency — and the
+results file must hold every field the GPU run reports.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cog_server import REPO_ROOT
+
+pytestmark = [pytest.mark.slow, pytest.mark.server, pytest.mark.timeout(240)]
+
+LEVEL_FIELDS = {
+    "concurrent",
+    "succeeded",
+    "failed",
+    "errors",
+    "unit",
+    "wall_s",
+    "tokens",
+    "tokens_per_s",
+    "chars_per_s",
+    "events_per_s",
+    "ttft_ms_p50",
+    "ttft_ms_p99",
+    "gpu_memory_peak_mib",
+}
+
+
+def test_quick_cpu_run_writes_every_field(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "scripts" / "gpu_check.py"),
+            "--out",
+            str(out),
+            "--quick",
+            "--wheels",
+            str(tmp_path / "no-wheels"),  # everything is installed here: nothing to install
+            "--target",
+            "predict.py:Predictor",
+            "--test-paths",
+            "tests/test_threading_gpu.py",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=200,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "no CUDA here" in proc.stdout
+    assert "# gpu-check (quick)" in proc.stdout  # the summary
+
+    results = json.loads((out / "gpu-check.json").read_text())
+    assert results["ok"] is True
+    assert results["mode"] == "quick"
+    assert results["install"] == {"missing": [], "wheels": str(tmp_path / "no-wheels"), "ok": True}
+
+    env = results["environment"]
+    assert env["cuda"] is False
+    assert env["torch"]
+    assert env["packages"]["cog"] == "0.23.1"
+    assert env["packages"]["coglet"] == "0.23.1"
+    assert {"python", "cpus"} <= env.keys()
+
+    tests = results["tests"]
+    assert tests["ok"] is True
+    assert tests["failed"] == tests["errors"] == tests["passed"] == 0
+    assert tests["skipped"] > 0  # the bridge's GPU tests, skipped without CUDA
+    assert (out / tests["log"]).exists()
+
+    (server,) = results["servers"]
+    assert server["predictor"] == "predict.py:Predictor"
+    assert server["ok"] is True
+    assert server["concurrency"] == 32
+    assert server["startup_s"] > 0
+    assert server["healthy_after"] == "READY"
+    assert [lv["concurrent"] for lv in server["levels"]] == [1, 4]
+    for level in server["levels"]:
+        assert level.keys() >= LEVEL_FIELDS
+        assert level["failed"] == 0
+        assert level["unit"] == "tokens"  # predict.py reports output_token_count
+        assert level["tokens_per_s"] > 0
+        assert 0 < level["ttft_ms_p50"] <= level["ttft_ms_p99"]
+        assert level["gpu_memory_peak_mib"] is None  # no nvidia-smi here
+    cancel = server["cancel"]
+    assert cancel["statuses"] == {"canceled": 2}
+    assert cancel["ms_median"] > 0
+
+    assert results["model_bench"] is None  # quick mode leaves out bench_server
+    assert results["duration_s"] > 0
+    assert (out / "gpu-check.md").read_text().startswith("# gpu-check (quick)")
