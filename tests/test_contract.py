@@ -1,8 +1,8 @@
 """The template's contract, checked on the real Cog server for whatever `predict.py` serves.
 
 A fork keeps these tests unchanged: what they send comes from tests/contract.py, what they check
-is behaviour any streamed model must show on Cog — never this model's text. The byte-level
-model's own server tests are in tests/test_model_server.py.
+is behaviour any streamed model must show on Cog — never a model's text. A model's own
+tests live beside the model, not here.
 """
 
 from __future__ import annotations
