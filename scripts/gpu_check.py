@@ -16,7 +16,8 @@ and the next one still runs):
 4. **The server, measured** for each predictor (``predict.py`` — tests/contract.py's
    ``PREDICTOR`` — and ``examples/transformers_predict.py``, ``examples/image_predict.py`` when
    present): the real Cog server (scripts/cog_server.py) at 1, 8 and 32 concurrent SSE
-   predictions (capped at the predictor's ``@concurrent(max=...)``), each prediction
+   predictions (a level above the predictor's ``@concurrent(max=...)`` is replaced by that
+   max), each prediction
    ``contract.streaming_input(i)`` (``short_input`` with ``--quick``) fitted to the predictor's
    schema (unknown fields dropped, numbers clamped to their bounds): aggregate output tokens/s
    (the ``output_token_count`` metric; else output events), characters/s, p50/p99 time to first
@@ -37,6 +38,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import importlib.util
 import json
 import math
 import os
@@ -116,12 +118,40 @@ def install(wheels: Path) -> dict[str, Json]:
         result.update(ok=False, error=f"{missing} missing and no wheel folder {wheels}")
         return result
     env = {**os.environ, "PIP_BREAK_SYSTEM_PACKAGES": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    if importlib.util.find_spec("pip") is None:  # pip ships inside Python: no network needed
+        subprocess.run(
+            [sys.executable, "-m", "ensurepip", "--default-pip"],
+            env=env,
+            capture_output=True,
+            timeout=300,
+            check=False,
+        )
     cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--find-links", str(wheels)]
     proc = subprocess.run(
         [*cmd, *missing], env=env, capture_output=True, text=True, timeout=300, check=False
     )
     result.update(ok=proc.returncode == 0, output_tail=(proc.stdout + proc.stderr)[-2000:])
     return result
+
+
+def python_for_servers(work: Path) -> str:
+    """An interpreter path whose directory also holds a `python` that is this interpreter.
+
+    coglet starts its worker as the `python` found first on PATH (the harness puts the server's
+    interpreter directory in front); a machine may have `python3` only, or a `python` that is
+    another interpreter. Then a `python` wrapper script goes in `work` and in front of PATH.
+    """
+    exe = Path(sys.executable)
+    sibling = exe.parent / "python"
+    with contextlib.suppress(OSError):
+        if sibling.exists() and os.path.samefile(sibling, exe):
+            return str(exe)
+    wrapper = work / "python-bin" / "python"
+    wrapper.parent.mkdir(parents=True, exist_ok=True)
+    wrapper.write_text(f'#!/bin/sh\nexec "{exe}" "$@"\n')
+    wrapper.chmod(0o755)
+    os.environ["PATH"] = os.pathsep.join([str(wrapper.parent), os.environ.get("PATH", "")])
+    return str(wrapper)
 
 
 # ── 2. environment ─────────────────────────────────────────────────────────────────────────────
@@ -460,11 +490,15 @@ def concurrency_of(ref: str) -> int:
         return 1
 
 
-def measure_predictor(ref: str, mode: Mode, memory: MemorySampler, work: Path) -> dict[str, Json]:
+def measure_predictor(
+    ref: str, mode: Mode, memory: MemorySampler, work: Path, python: str
+) -> dict[str, Json]:
     file_name, _, _ = ref.partition(":")
     result: dict[str, Json] = {"predictor": ref, "ok": False}
     concurrency = concurrency_of(ref)
     levels = [n for n in mode.levels if n <= concurrency]
+    if concurrency < max(mode.levels) and concurrency not in levels:
+        levels.append(concurrency)  # its full capacity instead of the levels above it
     result.update(
         concurrency=concurrency,
         skipped_levels=[n for n in mode.levels if n > concurrency],
@@ -477,6 +511,7 @@ def measure_predictor(ref: str, mode: Mode, memory: MemorySampler, work: Path) -
             f"{Path(file_name).name}:{ref.partition(':')[2]}",
             cwd=cwd,
             concurrency=concurrency,
+            python=python,
             startup_timeout=300.0,
         ) as server:
             result["startup_s"] = round(time.monotonic() - started, 1)
@@ -659,14 +694,15 @@ def run(args: argparse.Namespace) -> dict[str, Json]:
     log("4/5 the Cog server, measured")
     memory = MemorySampler()
     results["servers"] = []
-    with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
-        for ref in args.target or default_targets():
-            results["servers"].append(measure_predictor(ref, mode, memory, Path(tmp)))
-
-    log("5/5 the model's own benchmark")
     results["model_bench"] = None
-    if mode.model_bench and not args.skip_model_bench:
-        results["model_bench"] = run_model_bench(out, args.bench_timeout)
+    with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
+        python = python_for_servers(Path(tmp))
+        for ref in args.target or default_targets():
+            results["servers"].append(measure_predictor(ref, mode, memory, Path(tmp), python))
+
+        log("5/5 the model's own benchmark")
+        if mode.model_bench and not args.skip_model_bench:
+            results["model_bench"] = run_model_bench(out, args.bench_timeout)
     if results["model_bench"] is None:
         log("    skipped")
 

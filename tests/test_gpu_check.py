@@ -99,3 +99,30 @@ def test_quick_cpu_run_writes_every_field(tmp_path: Path) -> None:
     assert results["model_bench"] is None  # quick mode leaves out bench_server
     assert results["duration_s"] > 0
     assert (out / "gpu-check.md").read_text().startswith("# gpu-check (quick)")
+
+
+@pytest.mark.parametrize("has_python", [True, False])
+def test_servers_get_an_interpreter_with_a_python_beside_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, has_python: bool
+) -> None:
+    """coglet spawns its worker as `python` on PATH: a machine with only `python3` gets a shim."""
+    import gpu_check
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    exe = bin_dir / "python3"
+    exe.symlink_to(sys.executable)
+    if has_python:
+        (bin_dir / "python").symlink_to(sys.executable)
+    monkeypatch.setattr(sys, "executable", str(exe))
+    monkeypatch.setenv("PATH", "/usr/bin")
+    python = gpu_check.python_for_servers(tmp_path / "work")
+    if has_python:
+        assert python == str(exe)
+        return
+    assert Path(python).name == "python"
+    assert gpu_check.os.environ["PATH"].split(":")[0] == str(Path(python).parent)
+    ran = subprocess.run(
+        [python, "-c", "print('ok')"], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert ran.stdout == "ok\n"
