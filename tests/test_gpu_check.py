@@ -2,7 +2,8 @@
 
 It runs the same steps as on a CUDA machine — install check, environment, `pytest -m gpu` (which
 skips here), predict.py on the real Cog server at 1 and 4 concurrent, cancel latency — and the
-results file must hold every field the GPU run reports.
+results file must hold every field the GPU run reports. Nothing here depends on which model
+predict.py serves.
 """
 
 from __future__ import annotations
@@ -81,14 +82,16 @@ def test_quick_cpu_run_writes_every_field(tmp_path: Path) -> None:
     (server,) = results["servers"]
     assert server["predictor"] == "predict.py:Predictor"
     assert server["ok"] is True
-    assert server["concurrency"] == 32
+    concurrency = server["concurrency"]  # whatever predict.py's @concurrent(max=...) says
+    assert concurrency >= 1
     assert server["startup_s"] > 0
     assert server["healthy_after"] == "READY"
-    assert [lv["concurrent"] for lv in server["levels"]] == [1, 4]
+    expected = [1, 4] if concurrency >= 4 else sorted({1, concurrency})
+    assert [lv["concurrent"] for lv in server["levels"]] == expected
     for level in server["levels"]:
         assert level.keys() >= LEVEL_FIELDS
         assert level["failed"] == 0
-        assert level["unit"] == "tokens"  # predict.py reports output_token_count
+        assert level["unit"] in {"tokens", "outputs"}  # outputs: no output_token_count metric
         assert level["tokens_per_s"] > 0
         assert 0 < level["ttft_ms_p50"] <= level["ttft_ms_p99"]
         assert level["gpu_memory_peak_mib"] is None  # no nvidia-smi here
