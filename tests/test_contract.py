@@ -306,7 +306,7 @@ def test_bad_input_gets_a_422_that_names_the_input(server: CogServer, name: str)
     code, body = server.predict(contract.BAD_INPUTS[name])
     assert code == 422, body
     assert body["detail"][0]["loc"][:2] == ["body", "input"]
-    assert server.health()["status"] == "READY"
+    wait_until(lambda: server.health()["status"] == "READY", timeout=5, what="a free slot")
 
 
 @pytest.mark.parametrize("payload", [{"input": "text"}, {"input": [1, 2]}])
@@ -358,5 +358,5 @@ def test_a_stream_that_fails_mid_way_fails_its_own_prediction_only(
             assert "injected failure after 2 items" in body["error"]
         else:
             assert fingerprint(body) == want
-    assert failing.health()["status"] == "READY"  # and it goes on serving
+    wait_until(lambda: failing.health()["status"] == "READY", timeout=5, what="a free slot")
     assert succeeded(server, inputs[0])["status"] == "succeeded"

@@ -171,7 +171,7 @@ def test_a_model_error_mid_stream_fails_the_prediction_with_its_message(
     assert final["status"] == "failed"
     assert "model exploded at token 7" in final["error"]
     assert len("".join(e.data["chunk"] for e in events if e.event == "output")) <= 7
-    assert server.health()["status"] == "READY"
+    wait_until(lambda: server.health()["status"] == "READY", timeout=5, what="a free slot")
 
 
 def test_a_prediction_failing_mid_generation_fails_alone_and_its_batch_mates_succeed(
@@ -198,7 +198,7 @@ def test_a_prediction_failing_mid_generation_fails_alone_and_its_batch_mates_suc
     assert len(mates) == 7
     # it was decoded beside others: some batch-mate had started before it ended, and ran on after
     assert any(r["started"] < failed["ended"] < r["ended"] for r in mates)
-    assert server.health()["status"] == "READY"
+    wait_until(lambda: server.health()["status"] == "READY", timeout=5, what="a free slot")
 
 
 def test_a_dead_scheduler_reports_unhealthy_and_fails_predictions_at_once(
@@ -211,7 +211,7 @@ def test_a_dead_scheduler_reports_unhealthy_and_fails_predictions_at_once(
         concurrency=4,
         env={"KILL_PROMPT": "# kill", "PROBE_FILE": str(probe)},
     )
-    assert server.health()["status"] == "READY"
+    wait_until(lambda: server.health()["status"] == "READY", timeout=5, what="a free slot")
     long_id = f"long-{uuid.uuid4().hex[:8]}"
     code, body = server.predict_async(long_id, {"prompt": FIB, "max_new_tokens": 2048, "seed": 1})
     assert code == 202, body
