@@ -167,11 +167,15 @@ class PredictionFiles:
         with self._lock:
             if self._closed:
                 return
-            self._closed = True
             keep = set(self._outputs)
-        for entry in os.scandir(self.directory):
-            if entry.name not in keep:
-                _remove(Path(entry.path))
+        # Not closed yet, so the directory stays while it is scanned (the watcher removes it
+        # only once closed and empty).
+        with os.scandir(self.directory) as entries:
+            for entry in entries:
+                if entry.name not in keep:
+                    _remove(Path(entry.path))
+        with self._lock:
+            self._closed = True
         self._remove_directory_if_done()
 
     def __enter__(self) -> PredictionFiles:
