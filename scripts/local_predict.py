@@ -2,7 +2,10 @@
 
 Uses the server at --url when one answers there (`make serve`); otherwise starts one for
 predict.py on a free 127.0.0.1 port, and stops it afterwards. Prints the text as the SSE `output`
-events arrive, then the prediction's logs and metrics.
+events arrive, then the prediction's logs and metrics. File outputs (a `data:` URI, or an
+uploaded file's URL) are written to disk as `cog predict` writes them — `output.0.png`,
+`output.1.png`, ... in the working directory, or in `--output-dir` / `$OUTPUT_DIR` — and their
+paths and sizes printed as they arrive.
 
 Any input: `-i name=value` (repeatable), read as `cog predict -i` reads it (see `parse_inputs`);
 `--inputs 'name=value name="a b"'` takes several at once, split as a shell would (`make predict
@@ -19,10 +22,13 @@ import http.client
 import json
 import math
 import mimetypes
+import os
 import re
 import shlex
 import sys
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -203,6 +209,27 @@ def _print_result(final: dict[str, Any], first_output: float | None, started: fl
     return 0 if final.get("status") == "succeeded" else 1
 
 
+def save_file_output(chunk: Json, index: int, out_dir: Path) -> Path | None:
+    """Write a file output (data URI or http URL) to `out_dir/output.<index><ext>`; else None."""
+    if not isinstance(chunk, str):
+        return None
+    if chunk.startswith("data:") and ";base64," in chunk[:200]:
+        header, _, encoded = chunk.partition(",")
+        mime = header.removeprefix("data:").split(";", 1)[0]
+        data = base64.b64decode(encoded)
+        ext = mimetypes.guess_extension(mime) or ".bin"
+    elif re.match(r"https?://\S+$", chunk):
+        with urllib.request.urlopen(chunk, timeout=60) as resp:  # an uploaded output
+            data = resp.read()
+        ext = Path(urllib.parse.urlparse(chunk).path).suffix or ".bin"
+    else:
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"output.{index}{ext}"
+    path.write_bytes(data)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:5000")
@@ -220,6 +247,11 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         metavar="'NAME=VALUE ...'",
         help="several -i at once, split as a shell would: 'prompt=\"def f():\" seed=7'",
+    )
+    parser.add_argument(
+        "--output-dir",
+        default=os.environ.get("OUTPUT_DIR") or ".",
+        help="where file outputs are written (default: $OUTPUT_DIR, else the working directory)",
     )
     args = parser.parse_args(argv)
     if not SCHEMA.exists():
@@ -241,11 +273,17 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         first_output: float | None = None
         final: dict[str, Any] = {}
+        files = 0
         try:
             for event in server.predict_stream(inputs, timeout=600):
                 if event.event == "output":
                     first_output = first_output or event.time
-                    print(event.data["chunk"], end="", flush=True)
+                    saved = save_file_output(event.data["chunk"], files, Path(args.output_dir))
+                    if saved is None:
+                        print(event.data["chunk"], end="", flush=True)
+                    else:
+                        files += 1
+                        print(f"wrote {saved} ({saved.stat().st_size} bytes)", flush=True)
                 elif event.event == "completed":
                     final = event.data
         except CogServerError as exc:  # e.g. 422: the input did not validate
