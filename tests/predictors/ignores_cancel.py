@@ -34,7 +34,7 @@ def _steps(seconds: float) -> Iterator[str]:
     end = time.monotonic() + seconds
     step = 0
     while time.monotonic() < end:
-        sum(i * i for i in range(20_000))  # a model step
+        sum(i * i for i in range(300_000))  # a model step: about 20 ms of CPU
         step += 1
         yield f"step {step} "
 
