@@ -172,12 +172,12 @@ class Predictor(BaseRunner):
     @concurrent(max=4)  # an integer literal: cog build reads it statically
     async def run(
         self,
-        steps: int = Input(description="Denoising steps", default=40, ge=1, le=500),
+        steps: int = Input(description="Denoising steps", default=40, ge=1, le=1000),
         preview_every: int = Input(
             description="A preview image every N steps; 0 = only the final image",
             default=10,
             ge=0,
-            le=500,
+            le=1000,
         ),
         seed: int | None = Input(
             description="Random seed; empty = random", default=None, ge=0, le=4294967295

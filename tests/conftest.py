@@ -41,11 +41,13 @@ class CogServers:
         self._shared: dict[str, CogServer] = {}
 
     def start(self, predictor: str, *, source_dir: Path = PREDICTORS, **kwargs: Any) -> CogServer:
-        """`predictor` is `file.py:Class`, the file in `source_dir` (default tests/predictors/)."""
+        """`predictor` is `path/file.py:Class`, the file in `source_dir` (tests/predictors/).
+
+        The file is staged at the same relative path in the server's fresh cwd.
+        """
         file_name, _, _ = predictor.partition(":")
-        cwd = stage_predictor(
-            source_dir / file_name, self._tmp_dir / f"server-{len(self._servers)}"
-        )
+        cwd = self._tmp_dir / f"server-{len(self._servers)}"
+        stage_predictor(source_dir / file_name, cwd / Path(file_name).parent)
         server = CogServer(predictor, cwd=cwd, **kwargs)
         self._servers.append(server)
         return server.start()

@@ -883,7 +883,7 @@ def test_the_shipped_predictors_pass(ref: str) -> None:
 
 def test_the_sample_predictor_files_are_among_those_checked() -> None:
     checked = {ref.split(":")[0] for ref in SHIPPED}
-    for name in ("bridge.py", "legacy.py", "contract_probes.py"):
+    for name in ("bridge.py", "legacy.py", "ignores_cancel.py"):
         assert f"tests/predictors/{name}" in checked
     assert checked >= {f"examples/{path.name}" for path in EXAMPLES.glob("*_predict.py")}
 

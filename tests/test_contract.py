@@ -1,46 +1,75 @@
 """The template's contract, checked on the real Cog server for whatever `predict.py` serves.
 
 A fork keeps these tests unchanged: what they send comes from tests/contract.py, what they check
-is behaviour any streamed model must show on Cog — never a model's text. A model's own
-tests live beside the model, not here.
+is behaviour any streamed model must show on Cog — never a model's text or images (outputs are
+compared by content: text joined, files by their bytes). A model's own tests live beside the
+model, not here. `CONTRACT=examples/image_contract.py pytest tests/test_contract.py` checks the
+predictor another contract file names (tests/test_examples_contract.py does, for each example,
+with data URIs and with uploads).
 """
 
 from __future__ import annotations
 
-import importlib
+import base64
+import hashlib
+import importlib.util
 import json
 import os
 import re
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
-import contract
 import pytest
 from cog_server import REPO_ROOT, CogServer
-from conftest import CogServers, wait_until
+from cog_static import check
+from conftest import PREDICTORS, CogServers, wait_until
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(240)]
 
 
-def declared_concurrency() -> int:
-    """`@concurrent(max=N)` of the predictor under test (1 without it), as `make serve` reads it."""
-    file_name, _, cls = contract.PREDICTOR.partition(":")
-    module = importlib.import_module(file_name.removesuffix(".py").replace("/", "."))
-    return int(getattr(getattr(module, cls).run, "__cog_concurrent_max__", 1))
+CONTRACT_FILE = os.environ.get("CONTRACT", "tests/contract.py")  # relative to the repository
 
 
-CONCURRENCY = declared_concurrency()
+def load_contract() -> ModuleType:
+    """tests/contract.py, or the contract file named by $CONTRACT."""
+    path = REPO_ROOT / CONTRACT_FILE
+    spec = importlib.util.spec_from_file_location("contract_under_test", path)
+    assert spec is not None, path
+    assert spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+contract = load_contract()
+# `@concurrent(max=N)` of the predictor under test (1 without it), read as `cog build` reads it.
+CONCURRENCY = check(contract.PREDICTOR, roots=[REPO_ROOT]).concurrency_max or 1
+# The contract's predictor with a fault in its streams: tests/predictors/contract_probes.py, then
+FAILING_STREAMS = """
+
+from {module} import {cls} as _Predictor
+
+
+class FailingStreams(_Predictor):
+    pass
+"""
+
+
+# CONTRACT_UPLOADS=1: coglet uploads file outputs to a receiver on 127.0.0.1, as on Replicate
+# (outputs are then URLs, compared by the bytes fetched from them); else they are data URIs.
+UPLOADS = os.environ.get("CONTRACT_UPLOADS") == "1"
 
 
 @pytest.fixture(scope="module")
 def server(module_cog_servers: CogServers) -> CogServer:
     return module_cog_servers.shared(
-        contract.PREDICTOR, source_dir=REPO_ROOT, concurrency=CONCURRENCY
+        contract.PREDICTOR, source_dir=REPO_ROOT, concurrency=CONCURRENCY, uploads=UPLOADS
     )
 
 
@@ -51,15 +80,39 @@ def succeeded(server: CogServer, inputs: Mapping[str, Any]) -> dict[str, Any]:
     return dict(body)
 
 
-def fingerprint(body: Mapping[str, Any]) -> tuple[str, dict[str, Any], list[str]]:
-    """What must be the same for two runs of one input: output, stable metrics, masked logs."""
+def output_content(item: Any) -> tuple[str, str]:
+    """("text", the text) for a text item; ("file", sha256 of its bytes) for a file output.
+
+    A file arrives as a data URI when the server has no upload URL (local runs), or as the URL
+    coglet uploaded it to (Replicate): either way its bytes are what is compared.
+    """
+    if isinstance(item, str) and item.startswith("data:"):
+        payload = item.partition(",")[2]
+        data = base64.b64decode(payload) if ";base64," in item[:200] else payload.encode()
+        return "file", hashlib.sha256(data).hexdigest()
+    if isinstance(item, str) and re.match(r"https?://", item):
+        with urllib.request.urlopen(item, timeout=30) as response:
+            return "file", hashlib.sha256(response.read()).hexdigest()
+    return "text", item if isinstance(item, str) else json.dumps(item, sort_keys=True)
+
+
+def fingerprint(body: Mapping[str, Any]) -> tuple[str, list[str], dict[str, Any], list[str]]:
+    """What must be the same for two runs of one input: output, stable metrics, masked logs.
+
+    Text is joined (how it was split into chunks depends on timing); files are compared by
+    content, in order (as a set when uploaded: coglet appends URLs as their uploads finish).
+    """
     output = body["output"]
-    text = "".join(output) if isinstance(output, list) else str(output)
+    items = [output_content(item) for item in (output if isinstance(output, list) else [output])]
+    text = "".join(value for kind, value in items if kind == "text")
+    files = [value for kind, value in items if kind == "file"]
+    if UPLOADS:  # URLs come in the order their uploads finished (docs/files.md, "Order")
+        files.sort()
     metrics = {
         k: v for k, v in (body.get("metrics") or {}).items() if k not in contract.VOLATILE_METRICS
     }
     logs = [contract.VOLATILE_LOG.sub("#", line) for line in (body.get("logs") or "").splitlines()]
-    return text, metrics, logs
+    return text, files, metrics, logs
 
 
 def start(server: CogServer, inputs: Mapping[str, Any]) -> str:
@@ -87,7 +140,7 @@ def sent_inputs(spec: Any) -> dict[str, dict[str, Any]]:
 CONTRACT_INPUTS = ("short_input", "streaming_input", "long_input")
 
 
-def unknown_inputs(schema: Mapping[str, Any], spec: Any) -> list[str]:
+def unknown_inputs(schema: Mapping[str, Any], spec: Any, file: str = CONTRACT_FILE) -> list[str]:
     """One line per input key that `spec` sends and the predictor's schema does not declare.
 
     coglet ignores such keys (a stale name runs on the defaults), so the contract would test the
@@ -95,9 +148,9 @@ def unknown_inputs(schema: Mapping[str, Any], spec: Any) -> list[str]:
     """
     declared = set(schema["components"]["schemas"]["Input"].get("properties") or {})
     return [
-        f"tests/contract.py: {where} sends {key!r}, which {spec.PREDICTOR} does not declare "
+        f"{file}: {where} sends {key!r}, which {spec.PREDICTOR} does not declare "
         f"(its inputs: {', '.join(sorted(declared)) or 'none'}); coglet would ignore it: "
-        "edit tests/contract.py"
+        f"edit {file}"
         for where, inputs in sent_inputs(spec).items()
         if isinstance(inputs, dict)
         for key in inputs
@@ -149,7 +202,7 @@ def check_cancel_stops_the_work(server: CogServer, inputs: Mapping[str, Any]) ->
     if streamed < 2 * WINDOW + MARGIN:
         pytest.fail(
             f"the input streams for {streamed:.2f}s after its first output; the cancel check "
-            f"needs {2 * WINDOW + MARGIN:.1f}s or more: make long_input longer (tests/contract.py)"
+            f"needs {2 * WINDOW + MARGIN:.1f}s or more: make long_input longer ({CONTRACT_FILE})"
         )
     id_ = start(server, inputs)
     wait_until(output_flows(server, id_), timeout=60, what=f"output of {id_}")
@@ -157,7 +210,7 @@ def check_cancel_stops_the_work(server: CogServer, inputs: Mapping[str, Any]) ->
     if busy < MIN_BUSY:
         pytest.fail(
             f"while streaming, the server used {busy:.2f}s of CPU in {WINDOW}s: too little to "
-            "tell whether a cancel stops the model; make long_input heavier (tests/contract.py)"
+            f"tell whether a cancel stops the model; make long_input heavier ({CONTRACT_FILE})"
         )
     before, cancelled_at = group_cpu_seconds(server.pid), time.monotonic()
     assert server.cancel(id_)[0] == 200
@@ -190,7 +243,7 @@ def test_the_input_check_names_an_unknown_key_and_the_file_to_edit() -> None:
         long_input=lambda i: {"prompt": "x", "seed": i},
         BAD_INPUTS={"wrong type": {"seed": "x"}, "stale": {"temperature": 3}},
     )
-    assert unknown_inputs(schema, stale) == [
+    assert unknown_inputs(schema, stale, "tests/contract.py") == [
         "tests/contract.py: short_input(0) sends 'max_new_tokens', which predict.py:Predictor "
         "does not declare (its inputs: prompt, seed); coglet would ignore it: edit "
         "tests/contract.py",
@@ -222,7 +275,8 @@ def test_at_full_concurrency_every_prediction_keeps_its_own_output_logs_and_metr
 ) -> None:
     inputs = [contract.short_input(i) for i in range(CONCURRENCY)]
     alone = [fingerprint(succeeded(server, job)) for job in inputs[:4]]  # a sample, one by one
-    assert len({a[0] for a in alone}) == len(alone), "contract.short_input must vary the output"
+    outputs = {(a[0], tuple(a[1])) for a in alone}
+    assert len(outputs) == len(alone), "contract.short_input must vary the output"
     for _round in range(2):
         with ThreadPoolExecutor(CONCURRENCY) as pool:
             bodies = list(pool.map(lambda job: succeeded(server, job), inputs))
@@ -339,11 +393,20 @@ def test_the_422_for_a_huge_input_is_answered_promptly(server: CogServer) -> Non
 
 
 def test_a_stream_that_fails_mid_way_fails_its_own_prediction_only(
-    server: CogServer, module_cog_servers: CogServers
+    server: CogServer, module_cog_servers: CogServers, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
+    file_name, _, cls = contract.PREDICTOR.partition(":")
+    module = file_name.removesuffix(".py").replace("/", ".")
+    probes = tmp_path_factory.mktemp("failing")
+    injection = (PREDICTORS / "contract_probes.py").read_text()
+    (probes / "failing_streams.py").write_text(
+        injection + FAILING_STREAMS.format(module=module, cls=cls)
+    )
     failing = module_cog_servers.shared(
-        "contract_probes.py:FailingStreams",  # every second stream raises after 2 items
+        "failing_streams.py:FailingStreams",  # every second stream raises after 2 items
+        source_dir=probes,
         concurrency=CONCURRENCY,
+        uploads=UPLOADS,
         env={"FAIL_AFTER": "2"},
     )
     inputs = [contract.streaming_input(i) for i in range(4)]

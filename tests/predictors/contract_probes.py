@@ -1,11 +1,12 @@
-"""The predictor under contract test, with a fault injected into its output streams.
+"""A fault injected into the output streams of whatever predictor imports this module.
 
-`FailingStreams` is predict.py's `Predictor` (the class tests/contract.py names), unchanged
-but for this: every second output stream it
-opens through `threading_utils` (`generator_from_thread`, `generator_from_callback`,
-`Channel.stream`, and their async forms) raises `RuntimeError("injected failure after N items")`
-once it has delivered `FAIL_AFTER` items. The consumer side raises, so the producer behind it —
-whatever model the fork serves — is stopped by the bridge as for any consumer that leaves.
+tests/test_contract.py serves `FailingStreams`, a subclass of the predictor under contract test
+(the class tests/contract.py names) whose module imports this one first. It is unchanged but for
+this: every second output stream it opens through `threading_utils` (`generator_from_thread`,
+`generator_from_callback`, `Channel.stream`, and their async forms) raises
+`RuntimeError("injected failure after N items")` once it has delivered `FAIL_AFTER` items. The
+consumer side raises, so the producer behind it — whatever model the fork serves — is stopped
+by the bridge as for any consumer that leaves.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import os
 from collections.abc import AsyncGenerator, Generator
 from typing import Any
 
-import predict
 from threading_utils import _stream
 
 _FAIL_AFTER = int(os.environ.get("FAIL_AFTER", "3"))
@@ -57,7 +57,3 @@ async def _failing_async(stream: Any) -> AsyncGenerator[Any, None]:
 
 _stream._consume_sync = _failing_sync  # type: ignore[assignment]
 _stream._consume_async = _failing_async  # type: ignore[assignment]
-
-
-class FailingStreams(predict.Predictor):
-    pass
