@@ -50,7 +50,7 @@ $(SCHEMA): $(PREDICTOR_FILE) .cog/predictor scripts/schema.py scripts/cog_static
 
 # INPUT='name=value ...': any inputs, each read as `cog predict -i name=value` reads it, split
 # and unquoted as a shell would (it reaches the script through the environment, unexpanded).
-predict: $(SCHEMA) ## Stream one prediction: make predict [INPUT='name=value ...']
+predict: $(SCHEMA) ## Stream one prediction: make predict [INPUT='name=value ...' OUTPUT_DIR=]
 	@$(PY) scripts/local_predict.py --url http://127.0.0.1:$(PORT) --predictor $(PREDICTOR) \
 	  --inputs "$$INPUT"
 

@@ -25,9 +25,10 @@ and the next one still runs):
    after setup and peak while running); then cancel latency: ``contract.long_input(i)``,
    cancelled at its first output, time to the ``completed`` event (status must be
    ``canceled``).
-5. **The model's own benchmark**, if ``benchmarks/model/bench_server.py`` exists (a fork that
-   deletes the demo model loses this step only): its quick mode, server vs scheduler vs the raw
-   batched loop, with its ``--json`` numbers folded into the results.
+5. **The model's own benchmark**, if a ``benchmarks/<folder>/bench_server.py`` exists and takes
+   ``--quick --json FILE`` (the demo model's does; a fork that deletes it loses this step only):
+   its quick mode, server vs scheduler vs the raw batched loop, with its ``--json`` numbers
+   folded into the results.
 
 Then it prints a one-screen summary (also written to ``DIR/gpu-check.md``). Exit status: 0
 when every step ran and nothing failed, 1 otherwise.
@@ -74,7 +75,9 @@ Json = Any
 NEEDED = ("cog", "coglet", "pytest", "pytest-timeout", "hypothesis")
 VERSIONS_OF = ("cog", "coglet", "torch", "transformers", "tokenizers", "safetensors", "numpy")
 EXAMPLES = ("examples/transformers_predict.py:Predictor", "examples/image_predict.py:Predictor")
-MODEL_BENCH = REPO_ROOT / "benchmarks" / "model" / "bench_server.py"
+# A model's server benchmark, if its benchmarks folder has one taking `--quick --json FILE`.
+MODEL_BENCHES = sorted(REPO_ROOT.glob("benchmarks/*/bench_server.py"))
+MODEL_BENCH = MODEL_BENCHES[0] if MODEL_BENCHES else None
 STREAM_TIMEOUT = 300.0  # seconds, one prediction
 
 
@@ -545,10 +548,11 @@ def measure_predictor(
 
 
 def run_model_bench(out: Path, timeout: float) -> dict[str, Json] | None:
-    if not MODEL_BENCH.exists():
+    if MODEL_BENCH is None:
         return None
+    module = ".".join(MODEL_BENCH.relative_to(REPO_ROOT).with_suffix("").parts)
     json_path, log_path = out / "bench_server.json", out / "bench_server.txt"
-    cmd = [sys.executable, "-m", "benchmarks.model.bench_server", "--quick", "--json", json_path]
+    cmd = [sys.executable, "-m", module, "--quick", "--json", json_path]
     try:
         proc = subprocess.run(
             [str(c) for c in cmd],
@@ -560,12 +564,17 @@ def run_model_bench(out: Path, timeout: float) -> dict[str, Json] | None:
         )
         log_path.write_text(proc.stdout + proc.stderr)
     except subprocess.TimeoutExpired:
-        return {"ok": False, "error": f"timed out after {timeout}s", "log": log_path.name}
+        return {
+            "ok": False,
+            "module": module,
+            "error": f"timed out after {timeout}s",
+            "log": log_path.name,
+        }
     try:
         numbers = json.loads(json_path.read_text())
     except (OSError, ValueError):
-        return {"ok": False, "error": "no JSON written", "log": log_path.name}
-    return {"ok": True, "log": log_path.name, **numbers}
+        return {"ok": False, "module": module, "error": "no JSON written", "log": log_path.name}
+    return {"ok": True, "module": module, "log": log_path.name, **numbers}
 
 
 # ── summary ───────────────────────────────────────────────────────────────────────────────────
@@ -629,7 +638,7 @@ def summary(results: dict[str, Json]) -> str:
         )
     bench = results.get("model_bench")
     if bench:
-        lines += ["", "## benchmarks/model/bench_server.py --quick", ""]
+        lines += ["", f"## {bench.get('module', 'bench_server')} --quick", ""]
         if not bench.get("ok"):
             lines.append(f"FAILED: {bench.get('error')} (see {bench.get('log')})")
         else:
