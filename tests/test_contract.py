@@ -179,8 +179,8 @@ def cpu_used_over(pgid: int, seconds: float) -> float:
     return group_cpu_seconds(pgid) - before
 
 
-WINDOW = 1.0  # seconds of wall time each CPU reading covers
-MIN_BUSY = 0.2  # CPU seconds per window that show a model at work
+WINDOW = 0.5  # seconds of wall time each CPU reading covers
+MIN_BUSY = 0.2 * WINDOW  # CPU seconds per window that show a model at work
 IDLE_SHARE = 0.15  # after a cancel, at most this share of the busy reading
 MARGIN = 0.5  # seconds of streaming the cancel check asks for beyond its two windows
 
