@@ -87,7 +87,7 @@ push: ## Build and push to Replicate: make push MODEL=r8.im/<you>/<model> (needs
 	@test -n "$(MODEL)" || { echo "usage: make push MODEL=r8.im/<user>/<model>"; exit 1; }
 	cog push $(MODEL)
 
-clean: ## Remove the venvs, .cog/ and caches (weights/ stays)
+clean: ## Remove the venvs, .cog/ and caches (tracked files stay)
 	rm -rf $(VENV) $(LEGACY_VENV) .cog .mypy_cache .ruff_cache .pytest_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
