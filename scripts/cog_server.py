@@ -116,6 +116,22 @@ class _Receiver(ThreadingHTTPServer):
     # The default listen backlog (5) overflows when many predictions end at once; the kernel
     # then drops the webhook's SYN and the client retries a second later.
     request_queue_size = 128
+    daemon_threads = True
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        """Listen on a free 127.0.0.1 port and serve from a daemon thread until `close()`."""
+        super().__init__(("127.0.0.1", 0), handler)
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self._thread.join(timeout=5)
 
 
 class _WebhookReceiver:
@@ -141,14 +157,11 @@ class _WebhookReceiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = _Receiver(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        self._server = _Receiver(Handler)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/webhook"
+        return f"{self._server.base_url}/webhook"
 
     def payloads(self, prediction_id: str) -> list[Json]:
         with self._cond:
@@ -168,9 +181,7 @@ class _WebhookReceiver:
             return terminal()
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self._server.close()
 
 
 class UploadReceiver:
@@ -233,14 +244,11 @@ class UploadReceiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = _Receiver(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        self._server = _Receiver(Handler)
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self._server.base_url
 
     @property
     def url(self) -> str:
@@ -278,9 +286,7 @@ class UploadReceiver:
 
     def close(self) -> None:
         self._released.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self._server.close()
 
 
 def _retry_busy(

@@ -219,17 +219,24 @@ def go_parse_float(text: str) -> float | None:
     return None if math.isinf(value) else value  # out of range: ErrRange
 
 
+def _shortest_digits(value: float) -> tuple[str, str, int]:
+    """(sign, digits, point) of a finite nonzero float64's shortest round-trip decimal form.
+
+    The value is `sign` 0.`digits` x 10**`point`: the decimal point sits after `point` digits.
+    """
+    sign = "-" if value < 0 else ""
+    _, digit_tuple, exponent = Decimal(repr(abs(value))).normalize().as_tuple()
+    assert isinstance(exponent, int)
+    return sign, "".join(map(str, digit_tuple)), len(digit_tuple) + exponent
+
+
 def go_json_number(value: float) -> str:
     """The text Go's encoding/json writes for a float64 (ES6 number formatting)."""
     if not math.isfinite(value):
         raise ValueError(f"json: unsupported value: {_go_g(value)}")
     if value == 0:
         return "-0" if math.copysign(1.0, value) < 0 else "0"
-    sign = "-" if value < 0 else ""
-    _, digit_tuple, exponent = Decimal(repr(abs(value))).normalize().as_tuple()
-    digits = "".join(map(str, digit_tuple))
-    assert isinstance(exponent, int)
-    point = len(digits) + exponent  # the decimal point sits after `point` digits
+    sign, digits, point = _shortest_digits(value)
     if abs(value) < 1e-6 or abs(value) >= 1e21:
         mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
         e = point - 1
@@ -253,11 +260,8 @@ def go_format_g(value: float) -> str:
         return _go_g(value)
     if value == 0:
         return "-0" if math.copysign(1.0, value) < 0 else "0"
-    sign = "-" if value < 0 else ""
-    _, digit_tuple, exponent = Decimal(repr(abs(value))).normalize().as_tuple()
-    digits = "".join(map(str, digit_tuple))
-    assert isinstance(exponent, int)
-    exp = len(digits) + exponent - 1
+    sign, digits, point = _shortest_digits(value)
+    exp = point - 1
     if exp < -4 or exp >= 6:
         mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
         return f"{sign}{mantissa}e{'-' if exp < 0 else '+'}{abs(exp):02d}"
