@@ -530,19 +530,22 @@ class CogServer:
         *,
         timeout: float = 60.0,
         busy_retry: float = 2.0,
+        id: str | None = None,
     ) -> Iterator[SSEEvent]:
         """POST /predictions with `Accept: text/event-stream`; yields events as they arrive.
 
-        `timeout` bounds both the wait for each event and the whole stream.
+        `timeout` bounds both the wait for each event and the whole stream. `id` names the
+        prediction (so that it can be cancelled while it streams); coglet makes one up without.
         """
         deadline = time.monotonic() + timeout
+        body: dict[str, Json] = {"input": dict(input)} | ({} if id is None else {"id": id})
 
         def open_stream() -> tuple[int, tuple[http.client.HTTPConnection, Any]]:
             conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
             conn.request(
                 "POST",
                 "/predictions",
-                body=json.dumps({"input": dict(input)}).encode(),
+                body=json.dumps(body).encode(),
                 headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
             )
             resp = conn.getresponse()

@@ -1,4 +1,4 @@
-"""The template's contract, run against each example that ships a contract file of its own.
+"""The template's contract, run against each example (and probe) with a contract file of its own.
 
 `examples/<name>_contract.py` is what a fork serving that example would put in tests/contract.py.
 Each runs tests/test_contract.py unchanged in a pytest of its own (CONTRACT=that file), once with
@@ -17,8 +17,12 @@ from cog_server import REPO_ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.server, pytest.mark.timeout(480)]
 
+# The examples' contracts, and those of the probes that stand for models no example shows
+# (tests/predictors/pool_contract.py: pool threads printing beside the producer, a 0.3 s stream).
 CONTRACTS = sorted(
-    path.relative_to(REPO_ROOT).as_posix() for path in REPO_ROOT.glob("examples/*_contract.py")
+    path.relative_to(REPO_ROOT).as_posix()
+    for pattern in ("examples/*_contract.py", "tests/predictors/*_contract.py")
+    for path in REPO_ROOT.glob(pattern)
 )
 # The cancel check's own fault tests serve a fixed probe, not the example: run once, in the suite.
 NOT_THE_EXAMPLE = "not cancel_check_fails and not input_check_names"
@@ -52,3 +56,4 @@ def test_the_example_keeps_the_contract(contract: str, uploads: str) -> None:
 
 def test_the_examples_with_file_outputs_ship_a_contract() -> None:
     assert "examples/image_contract.py" in CONTRACTS
+    assert "tests/predictors/pool_contract.py" in CONTRACTS

@@ -1,6 +1,7 @@
 """A predictor whose work can be made to ignore cancel: faults the contract's cancel check catches.
 
-`run()` streams progress while it burns the CPU for `seconds`, with one `fault`:
+`run()` streams progress while it burns the CPU for `seconds` after its first output, with one
+`fault`:
 
 - `"none"`: the work runs in the bridge's producer, which stops at its next yield once the
   prediction is cancelled (`coglet_cancel` makes coglet's cancel reach the stream);
@@ -31,12 +32,15 @@ _DONE = "done"
 
 
 def _steps(seconds: float) -> Iterator[str]:
-    end = time.monotonic() + seconds
+    """Model steps of about 20 ms of CPU, for `seconds` of wall time after the first one."""
+    end: float | None = None
     step = 0
-    while time.monotonic() < end:
+    while end is None or time.monotonic() < end:
         sum(i * i for i in range(300_000))  # a model step: about 20 ms of CPU
         step += 1
         yield f"step {step} "
+        if end is None:  # the clock starts at the first output, whatever the machine's load
+            end = time.monotonic() + seconds
 
 
 def _feed(seconds: float, out: queue.SimpleQueue[str]) -> None:
