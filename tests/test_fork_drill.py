@@ -4,9 +4,12 @@ A fork is this template's main user. The drill copies the tracked files to a tem
 directory, runs the README's numbered steps there exactly as written (each step's `sh` block,
 in order: the worked case replaces the demo model with examples/transformers_predict.py), then
 runs the lint and the template's tests that depend on `predict.py` in that copy, reusing this
-tree's venv. A step that is missing or wrong in the README fails it, so forkability cannot
-regress unnoticed. The rest of the kept tests do not read `predict.py`; the drill only checks
-that they still import (`--collect-only`), to keep its cost near a minute on 2 cores.
+tree's venv; then does the same with a model of the fork's own in place of the worked case
+(tests/predictors/pool_probe.py, other inputs, its own tests/contract.py). The steps delete
+this file: a fork has nothing left to drill. A step that is missing or wrong in the README
+fails it, so forkability cannot regress unnoticed. The rest of the kept tests do not read
+`predict.py`; the drill only checks that they still import (`--collect-only`), to keep its
+cost near two minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ BLOCK = re.compile(r"^ {3}```sh\n(.*?)^ {3}```\n", re.M | re.S)
 PREDICT_PY_TESTS = ["tests/test_contract.py", "tests/test_cog_static.py", "tests/test_schema.py"]
 # In the contract tests, those that serve a fixed probe predictor, not predict.py: run here.
 NOT_PREDICT_PY = "not cancel_check_fails and not input_check_names"
+# A model with other inputs than any example, and its contract: what the second fork serves.
+PROBE = REPO_ROOT / "tests" / "predictors" / "pool_probe.py"
+PROBE_CONTRACT = REPO_ROOT / "tests" / "predictors" / "pool_contract.py"
 
 
 def fork_steps(readme: str) -> list[tuple[int, str]]:
@@ -79,13 +85,22 @@ def test_the_readme_lists_numbered_steps_with_their_commands() -> None:
     assert any("predict.py" in commands for _, commands in steps)
 
 
-def test_a_fork_to_the_transformers_example_is_green(tmp_path: Path) -> None:
-    fork = tmp_path / "fork"
+@pytest.fixture(scope="module")
+def fork(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the template after the README's steps, and nothing else."""
+    fork = tmp_path_factory.mktemp("drill") / "fork"
     copy_tree(fork)
     for number, commands in fork_steps((fork / "README.md").read_text()):
         if commands:
             run(["bash", "-euo", "pipefail", "-c", commands], fork, f"README step {number}")
     assert not (fork / "model").exists(), "the steps must delete the demo model"
+    # The drill rehearses forking the template; in a fork there is nothing left to drill.
+    assert not (fork / "tests" / "test_fork_drill.py").exists(), "the steps must delete the drill"
+    return fork
+
+
+def check_fork(fork: Path) -> None:
+    """What a fork's `make test` runs that depends on its predict.py: lint, collection, tests."""
     run(["make", "lint"], fork, "make lint")
     run(
         [sys.executable, "-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider"],
@@ -108,3 +123,21 @@ def test_a_fork_to_the_transformers_example_is_green(tmp_path: Path) -> None:
         fork,
         "the template's tests of predict.py",
     )
+
+
+def test_a_fork_to_the_transformers_example_is_green(fork: Path) -> None:
+    check_fork(fork)
+
+
+def test_a_fork_with_a_model_of_its_own_is_green(fork: Path, tmp_path: Path) -> None:
+    """The steps, then a model no example shows, with other inputs: pool threads that print."""
+    own = tmp_path / "own"
+    shutil.copytree(fork, own, symlinks=True)
+    shutil.copy2(PROBE, own / "predict.py")
+    contract = PROBE_CONTRACT.read_text().replace(
+        f'PREDICTOR = "{PROBE.relative_to(REPO_ROOT).as_posix()}:Predictor"',
+        'PREDICTOR = "predict.py:Predictor"',
+    )
+    assert 'PREDICTOR = "predict.py:Predictor"' in contract
+    (own / "tests" / "contract.py").write_text(contract)
+    check_fork(own)

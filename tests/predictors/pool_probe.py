@@ -19,6 +19,7 @@ import random
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any, cast
 
 import cog
@@ -70,7 +71,7 @@ def _steps(seed: int, steps: int, step_ms: int, pool_threads: int) -> Iterator[s
 
 
 class Predictor(BaseRunner):
-    def setup(self) -> None:
+    def setup(self, weights: Path | str | None = None) -> None:  # no weights: a stand-in
         coglet_cancel.install()
 
     @streaming
