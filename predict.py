@@ -13,8 +13,9 @@ from __future__ import annotations
 import time
 from typing import Protocol, cast
 
+import cog
 import torch
-from cog import BaseRunner, ConcatenateIterator, Input, Path, concurrent, current_scope, streaming
+from cog import BaseRunner, ConcatenateIterator, Input, Path, current_scope, streaming
 
 import coglet_cancel
 from model import Engine, RequestListener, Scheduler, load_model
@@ -54,7 +55,7 @@ class Predictor(BaseRunner):
         return self.scheduler.healthy
 
     @streaming
-    @concurrent(max=32)  # = MAX_CONCURRENCY (cog build needs an integer literal)
+    @cog.concurrent(max=32)  # = MAX_CONCURRENCY (cog build needs an integer literal)
     async def run(
         self,
         prompt: str = Input(

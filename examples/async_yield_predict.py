@@ -19,7 +19,8 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from cog import BaseRunner, Input, concurrent, current_scope
+import cog
+from cog import BaseRunner, Input, current_scope
 
 from threading_utils import async_generator_from_thread, stop_requested
 
@@ -38,7 +39,7 @@ def words(text: str, repeat: int) -> Iterator[str]:
 
 
 class Predictor(BaseRunner):
-    @concurrent(max=8)  # an integer literal: cog build reads it from the source text
+    @cog.concurrent(max=8)  # an integer literal: cog build reads it from the source text
     async def run(
         self,
         text: str = Input(description="Words to stream", default="hello from a worker thread"),

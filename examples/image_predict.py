@@ -29,8 +29,9 @@ import zlib
 from collections.abc import Callable, Iterator
 from typing import Protocol, cast
 
+import cog
 import torch
-from cog import BaseRunner, Input, Path, concurrent, current_scope, streaming
+from cog import BaseRunner, Input, Path, current_scope, streaming
 from torch import nn
 
 import coglet_cancel
@@ -169,7 +170,7 @@ class Predictor(BaseRunner):
         print("model ready")
 
     @streaming
-    @concurrent(max=4)  # an integer literal: cog build reads it statically
+    @cog.concurrent(max=4)  # an integer literal: cog build reads it statically
     async def run(
         self,
         steps: int = Input(description="Denoising steps", default=40, ge=1, le=1000),

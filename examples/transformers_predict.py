@@ -30,16 +30,9 @@ import random
 import time
 from typing import Protocol, cast
 
+import cog
 import torch
-from cog import (
-    BaseRunner,
-    ConcatenateIterator,
-    Input,
-    Path,
-    concurrent,
-    current_scope,
-    streaming,
-)
+from cog import BaseRunner, ConcatenateIterator, Input, Path, current_scope, streaming
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import (
     LlamaConfig,
@@ -141,8 +134,9 @@ class StopWhenRequested(StoppingCriteria):
 class TextEmitter(BaseStreamer):
     """`generate()`'s streamer: decodes each new token and emits its text (in generate's thread).
 
-    It skips the prompt (generate's first `put`), holds back the bytes of a character split over
-    several tokens until it is complete, and counts the tokens.
+    It skips the sequence generate() starts from (its first `put`: the prompt, or an
+    encoder-decoder model's decoder start token) and remembers its length, holds back the bytes of
+    a character split over several tokens until it is complete, and counts the new tokens.
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerFast, emit: Emit[str], started: float) -> None:
@@ -150,12 +144,14 @@ class TextEmitter(BaseStreamer):
         self.emit = emit
         self.started = started
         self.prompt_seen = False
+        self.start_tokens = 0  # the length of the sequence generate() started from
         self.pending: list[int] = []
         self.tokens = 0
 
     def put(self, value: torch.Tensor) -> None:
         if not self.prompt_seen:
             self.prompt_seen = True
+            self.start_tokens = value.shape[-1]
             return
         if self.tokens == 0:
             elapsed = time.perf_counter() - self.started
@@ -199,6 +195,7 @@ def generate_text(
     prompt_tokens = inputs["input_ids"].shape[-1]
     scope.record_metric("input_token_count", prompt_tokens)
     print(f"generating up to {max_new_tokens} tokens (seed {seed})")
+    streamer = TextEmitter(tokenizer, emit, started)
     # (transformers annotates generate's `self` for another type checker than mypy)
     output = model.generate(  # type: ignore[misc]
         **inputs.to(model.device),
@@ -207,10 +204,13 @@ def generate_text(
         logits_processor=LogitsProcessorList([SeededSampler(seed, temperature)]),
         stopping_criteria=StoppingCriteriaList([StopWhenRequested()]),
         suppress_tokens=[b for b in range(256) if b not in PRINTABLE],
-        streamer=TextEmitter(tokenizer, emit, started),
+        streamer=streamer,
     )
     assert isinstance(output, torch.Tensor)  # the ids: no return_dict_in_generate
-    count = output.shape[-1] - prompt_tokens  # tokens generated, the end-of-text one included
+    # The tokens generated, the end-of-text one included. generate() returns the sequence it
+    # started from, then them: the prompt for a decoder-only model, but the decoder's start token
+    # for an encoder-decoder one (its prompt went to the encoder), so not `- prompt_tokens`.
+    count = output.shape[-1] - streamer.start_tokens
     seconds = time.perf_counter() - started
     scope.record_metric("output_token_count", count)
     scope.record_metric("tokens_per_second", count / seconds)
@@ -230,7 +230,7 @@ class Predictor(BaseRunner):
         print(f"model ready on {device}")
 
     @streaming
-    @concurrent(max=8)  # an integer literal: cog build reads it statically
+    @cog.concurrent(max=8)  # an integer literal: cog build reads it statically
     async def run(
         self,
         prompt: str = Input(

@@ -3,9 +3,10 @@
 Uses the server at --url when one answers there (`make serve`); otherwise starts one for
 predict.py on a free 127.0.0.1 port, and stops it afterwards. Prints the text as the SSE `output`
 events arrive, then the prediction's logs and metrics. File outputs (a `data:` URI, or an
-uploaded file's URL) are written to disk as `cog predict` writes them — `output.0.png`,
-`output.1.png`, ... in the working directory, or in `--output-dir` / `$OUTPUT_DIR` — and their
-paths and sizes printed as they arrive.
+uploaded file's URL) are written to disk as `cog predict` names them — `output.0.png`,
+`output.1.wav`, ..., the extension from the file's media type (`file_extension`) — in `outputs/`
+at the repository root (git-ignored), or in `--output-dir` / `$OUTPUT_DIR`, and their paths and
+sizes printed as they arrive.
 
 Any input: `-i name=value` (repeatable), read as `cog predict -i` reads it (see `parse_inputs`);
 `--inputs 'name=value name="a b"'` takes several at once, split as a shell would (`make predict
@@ -38,7 +39,32 @@ from cog_static import check
 
 PREDICTOR = "predict.py:Predictor"
 SCHEMA = Path(REPO_ROOT) / ".cog" / "openapi_schema.json"
+OUTPUT_DIR = Path(REPO_ROOT) / "outputs"  # the default for file outputs (in .gitignore)
 Json = Any
+
+# The extension of a file output, by its media type: what models output most. A table, not only
+# `mimetypes`: Python 3.11's knows no audio/wav (the type coglet gives a .wav file) nor
+# audio/wave, and its answers follow the machine's mime.types (audio/ogg can come back as .oga).
+EXTENSIONS = {
+    "audio/wav": ".wav",
+    "audio/x-wav": ".wav",
+    "audio/wave": ".wav",
+    "audio/vnd.wave": ".wav",
+    "audio/mpeg": ".mp3",
+    "audio/mp3": ".mp3",
+    "audio/flac": ".flac",
+    "audio/x-flac": ".flac",
+    "audio/ogg": ".ogg",
+    "audio/mp4": ".m4a",
+    "video/mp4": ".mp4",
+    "video/webm": ".webm",
+    "image/webp": ".webp",
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/gif": ".gif",
+    "application/json": ".json",
+    "text/plain": ".txt",
+}
 
 
 class InputError(ValueError):
@@ -209,25 +235,54 @@ def _print_result(final: dict[str, Any], first_output: float | None, started: fl
     return 0 if final.get("status") == "succeeded" else 1
 
 
+def default_output_dir() -> Path:
+    """Where file outputs go: `$OUTPUT_DIR` if set, else `outputs/` at the repository root."""
+    return Path(os.environ.get("OUTPUT_DIR") or OUTPUT_DIR)
+
+
+def file_extension(media_type: str, name: str = "") -> str:
+    """The extension for a file of `media_type` ("audio/wav", "image/png; charset=..."): from
+    EXTENSIONS, else `mimetypes`, else the suffix of `name` (an uploaded file's URL path), else
+    ".bin"."""
+    mime = media_type.split(";", 1)[0].strip().lower()
+    if mime in EXTENSIONS:
+        return EXTENSIONS[mime]
+    if mime and mime != "application/octet-stream":
+        guessed = mimetypes.guess_extension(mime)
+        if guessed:
+            return guessed
+    suffix = Path(name).suffix
+    return suffix if re.fullmatch(r"\.[A-Za-z0-9]{1,10}", suffix) else ".bin"
+
+
 def save_file_output(chunk: Json, index: int, out_dir: Path) -> Path | None:
-    """Write a file output (data URI or http URL) to `out_dir/output.<index><ext>`; else None."""
+    """Write a file output (data URI or http URL) to `out_dir/output.<index><ext>`; else None.
+
+    The extension comes from the file's media type: the data URI's, or the Content-Type the
+    upload URL answers with (`file_extension`).
+    """
     if not isinstance(chunk, str):
         return None
     if chunk.startswith("data:") and ";base64," in chunk[:200]:
         header, _, encoded = chunk.partition(",")
-        mime = header.removeprefix("data:").split(";", 1)[0]
         data = base64.b64decode(encoded)
-        ext = mimetypes.guess_extension(mime) or ".bin"
+        ext = file_extension(header.removeprefix("data:"))
     elif re.match(r"https?://\S+$", chunk):
         with urllib.request.urlopen(chunk, timeout=60) as resp:  # an uploaded output
             data = resp.read()
-        ext = Path(urllib.parse.urlparse(chunk).path).suffix or ".bin"
+            content_type = resp.headers.get("Content-Type", "")
+        ext = file_extension(content_type, urllib.parse.urlparse(chunk).path)
     else:
         return None
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"output.{index}{ext}"
     path.write_bytes(data)
     return path
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the working directory when it is under it (`outputs/output.0.png`)."""
+    return os.path.relpath(path) if path.resolve().is_relative_to(Path.cwd()) else str(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -250,8 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--output-dir",
-        default=os.environ.get("OUTPUT_DIR") or ".",
-        help="where file outputs are written (default: $OUTPUT_DIR, else the working directory)",
+        default=default_output_dir(),
+        type=Path,
+        help="where file outputs are written (default: $OUTPUT_DIR, else outputs/ at the "
+        "repository root)",
     )
     args = parser.parse_args(argv)
     if not SCHEMA.exists():
@@ -278,12 +335,13 @@ def main(argv: list[str] | None = None) -> int:
             for event in server.predict_stream(inputs, timeout=600):
                 if event.event == "output":
                     first_output = first_output or event.time
-                    saved = save_file_output(event.data["chunk"], files, Path(args.output_dir))
+                    saved = save_file_output(event.data["chunk"], files, args.output_dir)
                     if saved is None:
                         print(event.data["chunk"], end="", flush=True)
                     else:
                         files += 1
-                        print(f"wrote {saved} ({saved.stat().st_size} bytes)", flush=True)
+                        size = saved.stat().st_size
+                        print(f"wrote {_shown(saved)} ({size} bytes)", flush=True)
                 elif event.event == "completed":
                     final = event.data
         except CogServerError as exc:  # e.g. 422: the input did not validate

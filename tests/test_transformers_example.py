@@ -81,6 +81,61 @@ def test_the_streamer_emits_whole_characters_and_counts_tokens() -> None:
     assert streamer.tokens == len("aé👩\n".encode()) + 3
 
 
+def build_encoder_decoder() -> Any:
+    """A tiny T5 built in code: an encoder-decoder, whose generate() returns the decoder's ids."""
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    config = T5Config(
+        vocab_size=257,
+        d_model=8,
+        d_kv=4,
+        d_ff=16,
+        num_layers=1,
+        num_heads=2,
+        pad_token_id=256,
+        eos_token_id=256,
+        decoder_start_token_id=256,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = T5ForConditionalGeneration(config)
+    return model.eval()
+
+
+@pytest.mark.parametrize("prompt", ["hi", "x" * 100], ids=["short prompt", "long prompt"])
+@pytest.mark.parametrize("kind", ["decoder-only", "encoder-decoder"])
+def test_output_token_count_is_the_tokens_generated(
+    monkeypatch: pytest.MonkeyPatch, kind: str, prompt: str
+) -> None:
+    """Not `len(output) - prompt tokens`: an encoder-decoder's output starts with the decoder's
+    start token, not with the prompt (that gave 18 for 20 tokens here, and -80 for the long
+    prompt)."""
+    from examples import transformers_predict
+
+    metrics: dict[str, float] = {}
+
+    class Scope:
+        def record_metric(self, name: str, value: float, mode: str = "replace") -> None:
+            metrics[name] = value
+
+    monkeypatch.setattr(transformers_predict, "current_scope", Scope)
+    tokenizer = transformers_predict.build_tokenizer()
+    if kind == "decoder-only":
+        model = transformers_predict.build_model("cpu")
+    else:
+        model = build_encoder_decoder()
+    assert model.config.is_encoder_decoder == (kind == "encoder-decoder")
+    stream = transformers_predict.generate_text(
+        model, tokenizer, prompt, 20, 0.8, 3, time.perf_counter()
+    )
+    text = "".join(stream)
+    assert metrics["input_token_count"] == len(prompt) + 1  # + the start token
+    # One token a byte (it generates ASCII only), plus end-of-text when it ended early.
+    assert text
+    assert metrics["output_token_count"] == len(text) + (len(text) < 20)
+
+
 # ── the example as shipped ────────────────────────────────────────────────────────────────────
 
 

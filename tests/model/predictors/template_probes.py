@@ -26,7 +26,8 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
-from cog import ConcatenateIterator, Input, concurrent, streaming
+import cog
+from cog import ConcatenateIterator, Input, streaming
 
 import predict
 from model import Engine, SamplingParams, SequenceError
@@ -106,7 +107,7 @@ class SyncProbe(_Probe, predict.Predictor):
 class AsyncYieldProbe(_Probe, predict.Predictor):
     """The async-generator shape: concurrent and cancellable, collected to the end by coglet."""
 
-    @concurrent(max=32)
+    @cog.concurrent(max=32)
     async def run(  # type: ignore[override]
         self,
         prompt: str = Input(description="Text to continue", max_length=65536),
