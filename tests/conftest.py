@@ -128,6 +128,19 @@ def probe_records(server: CogServer) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+def setup_printed(server: CogServer, line: str) -> bool:
+    """Whether the predictor's `setup()` printed `line`, as far as the server has reported it.
+
+    coglet copies setup's output into /health-check's `setup.logs` until its worker reports
+    Ready, but the worker forwards log lines on a task of their own and sends Ready directly
+    (replicate/cog `crates/coglet/src/worker.rs`, the log forwarder and `ControlResponse::Ready`),
+    so setup's last line can lose that race: it then reaches only the server's own log, as a
+    `coglet::user` line (`crates/coglet/src/orchestrator.rs`). Either place counts.
+    """
+    logs = ((server.health().get("setup") or {}).get("logs")) or ""
+    return line in logs or f'"message":{json.dumps(line)}' in server.log_text()
+
+
 def succeeded(server: CogServer, **inputs: Any) -> dict[str, Any]:
     """A synchronous prediction that must succeed; its response body."""
     code, body = server.predict(inputs, timeout=120)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from cog_server import REPO_ROOT, CogServer
-from conftest import CogServers, probe_records, succeeded, wait_until
+from conftest import CogServers, probe_records, setup_printed, succeeded, wait_until
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(180)]
 
@@ -141,7 +141,7 @@ def test_output_token_count_is_the_tokens_generated(
 
 def test_setup_builds_the_model_in_code_and_reports_the_device(example: CogServer) -> None:
     wait_until(
-        lambda: "model ready on cpu" in example.health()["setup"]["logs"],
+        lambda: setup_printed(example, "model ready on cpu"),
         timeout=10,
         what="setup's device line in /health-check",
     )

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from cog_server import REPO_ROOT, CogServer
-from conftest import CogServers, probe_records, succeeded, wait_until
+from conftest import CogServers, probe_records, setup_printed, succeeded, wait_until
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(180)]
 
@@ -80,9 +80,9 @@ def reference() -> Iterator[Callable[..., str]]:
 
 
 def test_setup_reports_the_device_and_dtype(template: CogServer) -> None:
-    # coglet may report READY a moment before the setup's last stdout line reaches its logs.
+    # coglet may report READY before the setup's last stdout line reaches its setup logs.
     wait_until(
-        lambda: "model ready on cpu (torch.float32)" in template.health()["setup"]["logs"],
+        lambda: setup_printed(template, "model ready on cpu (torch.float32)"),
         timeout=10,
         what="setup's device line in /health-check",
     )
