@@ -21,11 +21,14 @@ Public API:
                                        consumer has gone
     Channel                            one stream fed by a thread of yours (one thread, many
                                        streams: a batching scheduler); context per stream
+    OrderedStage                       work handed to a pool from a producer, its results
+                                       emitted in hand-off order, bounded and stoppable
     stop_requested()                   inside a producer: has its consumer gone away?
     request_stop(stream)               from any thread: stop a stream's producer (cancel hooks)
 """
 
 from ._context import ContextThread, ContextThreadPoolExecutor, capture_context
+from ._ordered import OrderedStage
 from ._stream import (
     Channel,
     Emit,
@@ -43,6 +46,7 @@ __all__ = [
     "ContextThread",
     "ContextThreadPoolExecutor",
     "Emit",
+    "OrderedStage",
     "StreamClosed",
     "async_generator_from_callback",
     "async_generator_from_thread",

@@ -152,6 +152,7 @@ class _Stream(Generic[T]):
         "space",
         "started",
         "stop",
+        "stop_hooks",
         "waiter",
     )
 
@@ -180,6 +181,7 @@ class _Stream(Generic[T]):
         self.space = threading.Event()  # the producer's wait for room
         self.producer_waiting = False
         self.stop = False
+        self.stop_hooks: list[Callable[[], object]] | None = None
         self.done = False
         self.error: BaseException | None = None
         self.started = False
@@ -313,12 +315,38 @@ class _Stream(Generic[T]):
             if unstarted:
                 self.started = True
                 self.captured = None
+            hooks, self.stop_hooks = self.stop_hooks, None
+        for hook in hooks or ():
+            try:
+                hook()
+            except Exception:
+                _log.exception("stream stop hook failed")
         if unstarted:
             self.finish()
         elif self.future is not None and self.future.cancel():
             self.finish()  # never started on the caller's executor
         else:
             self.wake_consumer()  # a consumer waiting for items now waits for the end
+
+    def add_stop_hook(self, hook: Callable[[], object]) -> bool:
+        """Call ``hook()`` once when the consumer leaves; False (not added) if it already has.
+
+        The hook runs in the thread that stops the stream (the consumer's close, or whoever
+        calls :func:`request_stop`), so it must not block: an ordered stage cancels its queued
+        work there.
+        """
+        with self.lock:
+            if self.stop:
+                return False
+            if self.stop_hooks is None:
+                self.stop_hooks = []
+            self.stop_hooks.append(hook)
+            return True
+
+    def remove_stop_hook(self, hook: Callable[[], object]) -> None:
+        with self.lock:
+            if self.stop_hooks is not None and hook in self.stop_hooks:
+                self.stop_hooks.remove(hook)
 
     def result(self) -> None:
         """The end of the stream: raise the producer's error, if any."""
