@@ -26,11 +26,12 @@ import logging
 import sys
 import threading
 import time
+import types
 import weakref
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable
 from concurrent.futures import Executor, Future
-from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from ._context import CapturedContext, capture_context
 from ._errors import StreamClosed
@@ -53,6 +54,7 @@ __all__ = [
 P = ParamSpec("P")
 T = TypeVar("T")
 R = TypeVar("R")
+S = TypeVar("S")
 
 DEFAULT_MAX_QUEUE_SIZE = 1024
 """Items a producer may run ahead of its consumer before it blocks."""
@@ -792,7 +794,9 @@ def async_generator_from_thread(
     Calling the decorated function captures the caller's state (:func:`capture_context`:
     context variables and torch's thread-local modes) and returns an async generator; nothing
     runs yet. Its first ``__anext__`` starts the producer: the wrapped function is called and
-    iterated, entirely in one worker thread, under the captured state.
+    iterated, entirely in one worker thread, under the captured state. A method may be
+    decorated too (``def tokens(self, prompt)``, called as ``self.tokens(prompt)``): the
+    decorated function binds as a method, ``self`` first.
 
     Threads:
         The producer runs on ``executor`` if given (it must run the task in a thread of its
@@ -892,12 +896,84 @@ Emit = Callable[[T], None]
 """The callable a callback producer receives: ``emit(item)`` hands one item to the consumer."""
 
 
+class _SyncCallbackDecorator(Protocol):
+    """What :func:`generator_from_callback` returns: a function (``emit`` first) becomes a
+    function without ``emit``; a method (``emit`` after ``self``) a method without it."""
+
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[Emit[T], P], object], /
+    ) -> Callable[P, Generator[T, None, None]]: ...
+
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[S, Emit[T], P], object], /
+    ) -> Callable[Concatenate[S, P], Generator[T, None, None]]: ...
+
+
+class _AsyncCallbackDecorator(Protocol):
+    """What :func:`async_generator_from_callback` returns (see :class:`_SyncCallbackDecorator`)."""
+
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[Emit[T], P], object], /
+    ) -> Callable[P, AsyncGenerator[T, None]]: ...
+
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[S, Emit[T], P], object], /
+    ) -> Callable[Concatenate[S, P], AsyncGenerator[T, None]]: ...
+
+
+class _CallbackFunction:
+    """A callback producer, decorated: called as a function, it passes ``emit`` first; reached
+    through an instance (or its class) as a method, it passes ``emit`` after ``self``, as
+    Python binds methods. Static and class methods bind as they do without the decorator.
+
+    A descriptor, because the decorator cannot tell a method from a function when it runs (a
+    ``def`` in a class body is a plain function then): only attribute access on an instance or
+    a class says which it is.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., object],
+        open_stream: Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any]], _Stream[Any]],
+        side: Callable[[_Stream[Any]], object],
+    ) -> None:
+        _CallbackStream.check_function(getattr(fn, "__func__", fn))
+        self._fn = fn
+        self._open = open_stream
+        self._side = side
+        functools.update_wrapper(self, fn)
+
+        def method(instance: object, /, *args: Any, **kwargs: Any) -> Any:
+            # fn(instance, emit, *args, **kwargs): emit after self, as Python binds methods
+            return self._call(types.MethodType(fn, instance), *args, **kwargs)
+
+        self._method = functools.update_wrapper(method, fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call(self._fn, *args, **kwargs)
+
+    def _call(self, fn: Callable[..., object], /, *args: Any, **kwargs: Any) -> Any:
+        return self._side(self._open(fn, args, kwargs))  # the stream calls fn(emit, *args)
+
+    def __get__(self, instance: object, owner: type | None = None) -> Callable[..., Any]:
+        fn = self._fn
+        if isinstance(fn, staticmethod | classmethod):  # bind as they do: emit first / after cls
+            return functools.partial(self._call, fn.__get__(instance, owner))
+        if instance is None:  # Class.method(obj, ...)
+            return self._method
+        return types.MethodType(self._method, instance)
+
+
 def generator_from_callback(
     executor: Executor | None = None,
     max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
     *,
     grace_period: float = DEFAULT_GRACE_PERIOD,
-) -> Callable[[Callable[Concatenate[Emit[T], P], object]], Callable[P, Generator[T, None, None]]]:
+) -> _SyncCallbackDecorator:
     """Turn a blocking function that *pushes* items through a callback into a generator.
 
     The push-style counterpart of :func:`generator_from_thread`, for producers that call you
@@ -913,11 +989,18 @@ def generator_from_callback(
         async def predict(self, prompt: str) -> Iterator[str]:
             return tokens(prompt)                # state captured here; `emit` is supplied
 
+    Methods:
+        A method takes ``emit`` after ``self`` — ``def _tokens(self, emit, prompt)``, called as
+        ``self._tokens(prompt)`` — because the decorated object binds as methods do: reached
+        through an instance or its class, ``emit`` goes after the bound ``self``; called as a
+        plain function, first. Static methods take ``emit`` first, class methods after ``cls``.
+
     Threads:
         As for :func:`generator_from_thread`: the function runs on ``executor`` or the shared
         pool, one worker per stream, started by the consumer's first ``next()``. Call ``emit``
         from that worker (where the library calls its callback) or from one thread the function
-        starts and joins — one thread at a time; a thread started with
+        starts and joins — one thread at a time (to send work finished on a pool in order, use
+        :class:`~threading_utils.OrderedStage`); a thread started with
         :class:`~threading_utils.ContextThread` also sees :func:`stop_requested`.
 
     Ordering:
@@ -946,16 +1029,8 @@ def generator_from_callback(
     """
     open_stream = _opener(_CallbackStream, executor, max_queue_size, grace_period)
 
-    def decorator(
-        fn: Callable[Concatenate[Emit[T], P], object],
-    ) -> Callable[P, Generator[T, None, None]]:
-        _CallbackStream.check_function(fn)
-
-        @functools.wraps(fn)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> Generator[T, None, None]:
-            return _sync_side(open_stream(fn, args, kwargs))
-
-        return wrapper
+    def decorator(fn: Callable[..., object]) -> Any:
+        return _CallbackFunction(fn, open_stream, _sync_side)
 
     return decorator
 
@@ -965,24 +1040,17 @@ def async_generator_from_callback(
     max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
     *,
     grace_period: float = DEFAULT_GRACE_PERIOD,
-) -> Callable[[Callable[Concatenate[Emit[T], P], object]], Callable[P, AsyncGenerator[T, None]]]:
+) -> _AsyncCallbackDecorator:
     """The async-consumer counterpart of :func:`generator_from_callback`.
 
-    The same contract (Threads, Ordering, Backpressure, Errors, Cancellation), consumed with
-    ``async for`` on an event loop, as :func:`async_generator_from_thread` is; the consumer's
-    steps never block the loop, and a close waits for the function without blocking it.
+    The same contract (Methods, Threads, Ordering, Backpressure, Errors, Cancellation),
+    consumed with ``async for`` on an event loop, as :func:`async_generator_from_thread` is; the
+    consumer's steps never block the loop, and a close waits for the function without blocking
+    it.
     """
     open_stream = _opener(_CallbackStream, executor, max_queue_size, grace_period)
 
-    def decorator(
-        fn: Callable[Concatenate[Emit[T], P], object],
-    ) -> Callable[P, AsyncGenerator[T, None]]:
-        _CallbackStream.check_function(fn)
-
-        @functools.wraps(fn)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> AsyncGenerator[T, None]:
-            return _async_side(open_stream(fn, args, kwargs))
-
-        return wrapper
+    def decorator(fn: Callable[..., object]) -> Any:
+        return _CallbackFunction(fn, open_stream, _async_side)
 
     return decorator
