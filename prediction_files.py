@@ -40,7 +40,8 @@ deletes an output file at that event, once the file has been handed to coglet. T
 :meth:`PredictionFiles.output` returns marks that moment: coglet calls its ``__fspath__`` as it
 sends the path. One that is dropped without having been sent — left in a cancelled stream's
 queue — deletes its file when it is garbage-collected (at once in CPython: the bridge clears a
-stopped stream's queue). Files written in the directory but never passed to ``output()`` are
+stopped stream's queue), or at once when passed to :meth:`PredictionFiles.discard` (an ordered
+stage's ``discard`` hook). Files written in the directory but never passed to ``output()`` are
 deleted when the ``with`` block ends.
 
 Limits:
@@ -158,6 +159,17 @@ class PredictionFiles:
                 raise ValueError(f"{file.name} was already handed to coglet")
             self._outputs[file.name] = None
         return OutputPath(self, file.name)
+
+    def discard(self, item: object) -> None:
+        """``item`` will never be sent: if it is an unsent output of this directory, delete its
+        file now; anything else is ignored (a file already sent waits for coglet's read).
+
+        Pass it where results can be dropped before they reach coglet: an ordered stage's
+        ``discard`` (``OrderedStage(emit, pool, max_pending=8, discard=files.discard)``).
+        Without it such a file goes when its :class:`OutputPath` is garbage-collected.
+        """
+        if isinstance(item, OutputPath) and item._files is self:
+            self._dropped(item.name)
 
     def close(self) -> None:
         """The prediction's code is done with the directory (the ``with`` block's end).

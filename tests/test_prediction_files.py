@@ -69,6 +69,31 @@ def test_an_output_dropped_without_being_sent_is_deleted(tmp_path: Path) -> None
     assert not files.directory.exists()
 
 
+def test_discard_deletes_an_unsent_output_at_once_and_ignores_anything_else(
+    tmp_path: Path,
+) -> None:
+    with PredictionFiles(tmp_path) as files, PredictionFiles(tmp_path) as other:
+        path = files.path("dropped.wav")
+        path.write_bytes(b"x")
+        kept = files.output(path)  # still referenced: the GC would not delete it
+        other.discard(kept)  # another directory's: ignored
+        files.discard("not an output")
+        assert path.exists()
+        files.discard(kept)
+        assert not path.exists()
+        assert files.pending == 0
+        sent_path = files.path("sent.wav")
+        sent_path.write_bytes(b"y")
+        sent = files.output(sent_path)
+        os.fspath(sent)  # taken by coglet: it will read it
+        files.discard(sent)
+        assert sent_path.exists()
+        del kept
+        if inotify_available():  # coglet's read, which deletes it
+            assert read_in_another_process(os.fspath(sent)) == b"y"
+            wait_until(lambda: not sent_path.exists(), timeout=5, what="the read file to go")
+
+
 def test_names_and_paths_are_checked(tmp_path: Path) -> None:
     with PredictionFiles(tmp_path) as files:
         for bad in ("", ".", "..", "a/b", "/etc/passwd"):
