@@ -422,16 +422,34 @@ def test_logs_are_compared_as_the_contract_promises_every_line_once_in_any_order
 def test_past_capacity_a_request_gets_409_and_cancels_free_every_slot_at_once(
     server: CogServer,
 ) -> None:
-    ids = [start(server, contract.long_input(i)) for i in range(CONCURRENCY)]
-    for id_ in ids:  # a cancel that beats the start is reported "failed" by coglet 0.23
-        wait_until(output_flows(server, id_), timeout=60, what=f"output of {id_}")
-    code, body = server.predict(contract.short_input(0), busy_retry=0)
-    assert code == 409, body
+    # A fast model's long_input may end before the request past capacity lands: a 200 is then
+    # no fault, and the test tries again. A server that takes too many never passes.
+    for _attempt in range(ATTEMPTS):
+        jobs = [contract.long_input(i) for i in range(CONCURRENCY)]
+        with ThreadPoolExecutor(CONCURRENCY) as pool:  # all at once: they overlap the most
+            ids = list(pool.map(lambda job: start(server, job), jobs))
+        for id_ in ids:  # a cancel that beats the start is reported "failed" by coglet 0.23
+            wait_until(output_flows(server, id_), timeout=60, what=f"output of {id_}")
+        code, body = server.predict(contract.short_input(0), busy_retry=0)
+        if code == 409:
+            break
+        assert code == 200, body
+        for id_ in ids:
+            server.wait(id_, timeout=180)
+    else:
+        pytest.fail(
+            f"in {ATTEMPTS} tries a request past capacity never got 409: the server took more "
+            f"than {CONCURRENCY} predictions at once, or long_input ends before {CONCURRENCY} "
+            f"of them overlap (make it longer: {CONTRACT_FILE})"
+        )
     cancelled_at = time.monotonic()
-    for id_ in ids:
-        assert server.cancel(id_)[0] == 200
-    for id_ in ids:
-        assert server.wait(id_, timeout=30)["status"] == "canceled"
+    cancels = {id_: server.cancel(id_)[0] for id_ in ids}
+    for id_, code in cancels.items():
+        final = server.wait(id_, timeout=30)
+        if code == 404:  # coglet: no longer running when the cancel came (it ended on its own)
+            assert final["status"] == "succeeded", final
+        else:
+            assert (code, final["status"]) == (200, "canceled"), final
     assert time.monotonic() - cancelled_at < 5.0, "cancelled predictions ran on"
     # Every slot is free again: as many new predictions as there are slots all start.
     new = [start(server, contract.short_input(i)) for i in range(CONCURRENCY)]
@@ -443,12 +461,21 @@ def test_a_cancelled_prediction_stops_and_leaves_nothing_in_the_next_one(
     server: CogServer,
 ) -> None:
     expected = fingerprint(succeeded(server, contract.short_input(5)))
-    id_ = start(server, contract.long_input(5))
-    wait_until(output_flows(server, id_), timeout=60, what="output to flow")
-    cancelled_at = time.monotonic()
-    assert server.cancel(id_)[0] == 200
-    result = server.wait(id_, timeout=30)
-    assert result["status"] == "canceled", result
+    for _attempt in range(ATTEMPTS):  # a fast model's long_input may end before its cancel
+        id_ = start(server, contract.long_input(5))
+        wait_until(output_flows(server, id_), timeout=60, what="output to flow")
+        cancelled_at = time.monotonic()
+        code = server.cancel(id_)[0]
+        result = server.wait(id_, timeout=30)
+        if code != 404:
+            assert (code, result["status"]) == (200, "canceled"), result
+            break
+        assert result["status"] == "succeeded", result  # ended before the cancel came
+    else:
+        pytest.fail(
+            f"in {ATTEMPTS} tries long_input always ended before its cancel landed: make "
+            f"long_input longer ({CONTRACT_FILE})"
+        )
     assert time.monotonic() - cancelled_at < 1.0
     assert fingerprint(succeeded(server, contract.short_input(5))) == expected
 
