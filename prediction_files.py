@@ -39,8 +39,9 @@ directory. This module watches each prediction's directory (one watcher thread p
 deletes an output file at that event, once the file has been handed to coglet. The object that
 :meth:`PredictionFiles.output` returns marks that moment: coglet calls its ``__fspath__`` as it
 sends the path. One that is dropped without having been sent — left in a cancelled stream's
-queue — deletes its file when it is garbage-collected (at once in CPython: the bridge clears a
-stopped stream's queue), or at once when passed to :meth:`PredictionFiles.discard` (an ordered
+queue — deletes its file when it is garbage-collected (its finalizer hands the deletion to the
+watcher thread, which does it within milliseconds: a finalizer runs wherever the collector does,
+so it takes no lock), or at once when passed to :meth:`PredictionFiles.discard` (an ordered
 stage's ``discard`` hook). Files written in the directory but never passed to ``output()`` are
 deleted when the ``with`` block ends.
 
@@ -62,11 +63,13 @@ the model: only the standard library.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
 import logging
 import os
+import queue
 import select
 import shutil
 import struct
@@ -111,7 +114,7 @@ class OutputPath(os.PathLike[str]):
         self._files = files
         self._name = name
         self._path = str(files.directory / name)
-        weakref.finalize(self, files._dropped, name)
+        weakref.finalize(self, _watcher().dropped, files, name)
 
     def __fspath__(self) -> str:
         self._files._sent(self._name)
@@ -215,7 +218,8 @@ class PredictionFiles:
                 self._outputs[name] = time.monotonic()
 
     def _dropped(self, name: str) -> None:
-        """An OutputPath was garbage-collected: if never sent, coglet will never read it."""
+        """An output will never be sent (discarded, or its OutputPath garbage-collected): if it
+        was not sent, coglet will never read it. Never called from a finalizer (it blocks)."""
         with self._lock:
             if name not in self._outputs or self._outputs[name] is not None:
                 return
@@ -279,6 +283,13 @@ class _Watcher:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._watches: dict[int, _Watch] = {}
+        # OutputPaths collected unsent, queued by their finalizers for this thread; the pipe
+        # wakes it. A finalizer runs wherever the garbage collector does — possibly in a thread
+        # that holds one of the locks deleting the file takes — so it only queues.
+        self._drops: queue.SimpleQueue[tuple[PredictionFiles, str]] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         self._next_key = -1  # keys for directories watched without inotify
         self._libc: ctypes.CDLL | None = None
         self.inotify = False
@@ -318,15 +329,36 @@ class _Watcher:
                 del self._watches[watch.wd]
             # removing the directory ends its inotify watch (the kernel sends IN_IGNORED)
 
+    def dropped(self, files: PredictionFiles, name: str) -> None:
+        """An OutputPath's finalizer (any thread, any moment): queue its file for deletion.
+
+        Takes no lock (``SimpleQueue.put`` and a pipe write are safe in a finalizer), so a
+        collection that runs while its thread holds a lock of this module cannot deadlock.
+        """
+        self._drops.put((files, name))
+        with contextlib.suppress(OSError):  # a full pipe: a wake-up is pending anyway
+            os.write(self._wake_w, b"\0")
+
+    def _take_drops(self) -> None:
+        while True:
+            try:
+                files, name = self._drops.get_nowait()
+            except queue.Empty:
+                return
+            files._dropped(name)
+
     def _run(self) -> None:
         while True:
             try:
-                if self._fd >= 0:
-                    ready, _, _ = select.select([self._fd], [], [], 1.0)
-                    if ready:
-                        self._dispatch(os.read(self._fd, 65536))
-                else:
-                    time.sleep(1.0)
+                watched = [self._wake_r] + ([self._fd] if self._fd >= 0 else [])
+                ready, _, _ = select.select(watched, [], [], 1.0)
+                if self._wake_r in ready:
+                    with contextlib.suppress(BlockingIOError):
+                        while os.read(self._wake_r, 4096):
+                            pass
+                self._take_drops()
+                if self._fd in ready:
+                    self._dispatch(os.read(self._fd, 65536))
                 with self._lock:
                     watches = list(self._watches.values())
                 now = time.monotonic()

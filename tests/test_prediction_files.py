@@ -6,6 +6,7 @@ import gc
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -65,8 +66,35 @@ def test_an_output_dropped_without_being_sent_is_deleted(tmp_path: Path) -> None
     assert path.exists()
     queue.clear()
     gc.collect()
-    assert not path.exists()
-    assert not files.directory.exists()
+    wait_until(
+        lambda: not path.exists() and not files.directory.exists(),
+        timeout=5,
+        what="the dropped output and the directory to go",
+    )
+
+
+def test_a_collection_while_its_thread_holds_the_lock_does_not_deadlock(tmp_path: Path) -> None:
+    """An OutputPath in a reference cycle (a future's done callback refers back to it, say) is
+    freed by the cyclic collector, which runs its finalizer in whichever thread allocated at
+    that moment: here, one holding the directory's lock (close() allocates under it)."""
+    files = PredictionFiles(tmp_path)
+    path = files.path("in-a-cycle.wav")
+    path.write_bytes(b"x")
+    cycle: list[object] = [files.output(path)]
+    cycle.append(cycle)  # only the cyclic collector frees it
+    del cycle
+    done = threading.Event()
+
+    def collect_holding_the_lock() -> None:
+        with files._lock:
+            gc.collect()
+        done.set()
+
+    threading.Thread(target=collect_holding_the_lock, daemon=True).start()
+    assert done.wait(10), "the finalizer waits for the lock its own thread holds"
+    wait_until(lambda: not path.exists(), timeout=5, what="the dropped output to be deleted")
+    files.close()
+    wait_until(lambda: not files.directory.exists(), timeout=5, what="the directory to go")
 
 
 def test_discard_deletes_an_unsent_output_at_once_and_ignores_anything_else(
@@ -112,7 +140,7 @@ def test_names_and_paths_are_checked(tmp_path: Path) -> None:
             files.output(path)
         del kept
     gc.collect()
-    assert not files.directory.exists()
+    wait_until(lambda: not files.directory.exists(), timeout=5, what="the directory to go")
 
 
 def test_each_prediction_gets_its_own_directory_under_the_root(
