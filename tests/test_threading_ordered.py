@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 import sys
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
@@ -922,3 +924,39 @@ def test_an_async_consumer_gets_the_results_in_order():
                 stage.submit(pow, i, 2)
 
     assert asyncio.run(collect(produce(40))) == [i * i for i in range(40)]
+
+
+# ── results are freed with their last reference, not by the cyclic collector ───────────────────
+
+
+class Result:
+    pass
+
+
+def check_a_sent_result_is_freed_when_the_consumer_drops_it() -> bool:
+    """A result's future keeps a done callback that refers to its hand-off; if the hand-off
+    kept the future too, the result would wait for the cyclic collector (whose finalizers run
+    in whatever thread allocates then: prediction_files' deadlock)."""
+    handed = threading.Event()
+    sent: list[Result] = []
+    gc.disable()
+    try:
+        with ThreadPoolExecutor(1) as pool, OrderedStage(sent.append, pool, max_pending=2) as st:
+            st.submit(lambda: handed.wait(DEADLINE) and Result())  # done after add_done_callback
+            handed.set()
+            st.join()
+            result = weakref.ref(sent.pop())
+            return result() is None
+    finally:
+        gc.enable()
+
+
+def test_a_sent_result_is_freed_as_soon_as_the_consumer_drops_it():
+    assert check_a_sent_result_is_freed_when_the_consumer_drops_it()
+
+
+def test_when_the_hand_off_keeps_its_future_the_result_outlives_the_consumer(monkeypatch):
+    from threading_utils import _ordered
+
+    monkeypatch.setattr(_ordered._Handoff, "release", lambda self: self.future)
+    assert not check_a_sent_result_is_freed_when_the_consumer_drops_it()

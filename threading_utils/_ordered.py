@@ -43,14 +43,24 @@ _log = logging.getLogger("threading_utils")
 
 class _Handoff(Generic[T]):
     """One item handed to the stage. ``settled``: its future finished and the stage has seen
-    it; ``dropped``: it will never be sent. Both are read and written under the stage's lock."""
+    it; ``dropped``: it will never be sent. Both are read and written under the stage's lock.
+
+    ``future`` is let go (``release()``) once the stage is done with it: the future's done
+    callback refers to this hand-off, so keeping both would make a reference cycle, and the
+    result (a file to delete, a tensor) would live on until the cyclic collector ran.
+    """
 
     __slots__ = ("dropped", "future", "settled")
 
     def __init__(self, future: Future[T]) -> None:
-        self.future = future
+        self.future: Future[T] | None = future
         self.settled = False
         self.dropped = False
+
+    def release(self) -> Future[T]:
+        future, self.future = self.future, None
+        assert future is not None, "a hand-off is sent or dropped once"
+        return future
 
 
 class OrderedStage(Generic[T]):
@@ -331,7 +341,7 @@ class OrderedStage(Generic[T]):
                         self._changed.notify_all()
                         return
                 try:
-                    self._send_one(handoff.future)
+                    self._send_one(handoff.release())
                 finally:
                     with self._changed:
                         self._unfinished -= 1
@@ -380,10 +390,11 @@ class OrderedStage(Generic[T]):
         """Outside the lock. A hand-off settled when it was dropped is discarded here; any other
         is cancelled, or discarded by its own done callback once its running work finishes."""
         for handoff, settled in dropped:
+            future = handoff.release()
             if settled:
-                self._throw_away(handoff.future)
+                self._throw_away(future)
             else:
-                self._cancel(handoff.future)
+                self._cancel(future)
 
     def _throw_away(self, future: Future[T]) -> None:
         if not future.cancelled() and future.exception() is None:
