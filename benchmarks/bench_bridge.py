@@ -15,6 +15,14 @@ Hand-off latency
     calls ``loop.call_soon_threadsafe(callback, perf_counter())`` and the callback records the
     delta. Rounds of all variants are interleaved; p50 / p99 are over the pooled samples.
 
+Ordered stage: cost per item
+    A callback producer hands N items of no work (``identity``) to a 2-thread
+    ``ContextThreadPoolExecutor`` and they are sent in order to an ``async for`` consumer:
+    through ``OrderedStage.submit``, through the hand-written sender thread it replaces (a
+    bounded queue of futures, one thread calling ``emit``, a join, error capture), and, as the
+    floor, with ``emit(item)`` directly (no pool). Reported: microseconds per item, median of
+    interleaved rounds, and the cost over ``emit`` alone.
+
 It ends with the project's two targets and whether this run met them. The machine is shared and
 small, so treat single numbers as noisy; the exit status is 0 either way (a benchmark, not a test).
 """
@@ -27,6 +35,7 @@ import functools
 import gc
 import os
 import platform
+import queue
 import statistics
 import sys
 import threading
@@ -37,7 +46,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchmarks import seed_bridge
-from threading_utils import async_generator_from_thread
+from threading_utils import (
+    ContextThread,
+    ContextThreadPoolExecutor,
+    Emit,
+    OrderedStage,
+    async_generator_from_callback,
+    async_generator_from_thread,
+)
 
 SEED = "seed (article), defaults"
 TO_THREAD = "asyncio.to_thread(next, it)"
@@ -298,6 +314,122 @@ async def measure_latency(samples: int, rounds: int, interval: float) -> list[La
     return [results[name] for name in names]
 
 
+# ── ordered stage: cost per item ─────────────────────────────────────────────────────────────
+
+ORDERED_EMIT = "emit(item) directly, no pool"
+ORDERED_SENDER = "pool + hand-written sender thread"
+ORDERED_STAGE = "pool + OrderedStage.submit"
+ORDERED_POOL_THREADS = 2
+ORDERED_MAX_PENDING = 64
+
+
+def _identity(item: int) -> int:
+    return item
+
+
+def produce_by_emit(emit: Emit[int], n: int) -> None:
+    for i in range(n):
+        emit(i)
+
+
+def produce_by_sender_thread(emit: Emit[int], n: int) -> None:
+    """What OrderedStage replaces (docs/bridge.md): one thread calls emit, in hand-off order."""
+    pending: queue.Queue[Any] = queue.Queue(maxsize=ORDERED_MAX_PENDING)
+    errors: list[BaseException] = []
+
+    def sender() -> None:
+        try:
+            while (future := pending.get()) is not None:
+                emit(future.result())
+        except BaseException as exc:  # StreamClosed too: the consumer left
+            errors.append(exc)
+            while pending.get() is not None:  # let the producer's puts through
+                pass
+
+    with ContextThreadPoolExecutor(ORDERED_POOL_THREADS) as pool:
+        thread = ContextThread(target=sender)
+        thread.start()
+        try:
+            for i in range(n):
+                if errors:
+                    break
+                pending.put(pool.submit(_identity, i))
+        finally:
+            pending.put(None)
+            thread.join()
+            if errors:
+                pool.shutdown(cancel_futures=True)
+        if errors:
+            raise errors[0]
+
+
+def produce_by_ordered_stage(emit: Emit[int], n: int) -> None:
+    with (
+        ContextThreadPoolExecutor(ORDERED_POOL_THREADS) as pool,
+        OrderedStage(emit, pool, max_pending=ORDERED_MAX_PENDING) as stage,
+    ):
+        for i in range(n):
+            stage.submit(_identity, i)
+
+
+ORDERED_PRODUCERS: dict[str, Callable[[Emit[int], int], None]] = {
+    ORDERED_EMIT: produce_by_emit,
+    ORDERED_SENDER: produce_by_sender_thread,
+    ORDERED_STAGE: produce_by_ordered_stage,
+}
+
+
+@dataclass
+class PerItem:
+    name: str
+    n: int
+    seconds: list[float]  # per item, one per round
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+
+async def ordered_seconds_per_item(producer: Callable[[Emit[int], int], None], n: int) -> float:
+    """Seconds per item of ``producer`` handing ``n`` items to an ``async for`` consumer."""
+    start = time.perf_counter()
+    expected = 0
+    async for item in async_generator_from_callback()(producer)(n):
+        if item != expected:
+            raise AssertionError(f"item {item} arrived where {expected} was due")
+        expected += 1
+    elapsed = time.perf_counter() - start
+    if expected != n:
+        raise AssertionError(f"expected {n} items, got {expected}")
+    return elapsed / n
+
+
+async def measure_ordered(n: int, rounds: int) -> list[PerItem]:
+    results = {name: PerItem(name, n, []) for name in ORDERED_PRODUCERS}
+    names = list(ORDERED_PRODUCERS)
+    for r in range(rounds):
+        _progress(f"ordered stage: round {r + 1}/{rounds}")
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            gc.collect()
+            results[name].seconds.append(await ordered_seconds_per_item(ORDERED_PRODUCERS[name], n))
+    return [results[name] for name in names]
+
+
+def format_ordered(per_item: Sequence[PerItem]) -> str:
+    floor = {p.name: p for p in per_item}[ORDERED_EMIT].median
+    lines = [
+        f"Ordered stage: a callback producer hands {per_item[0].n:,} items of no work to a"
+        f" {ORDERED_POOL_THREADS}-thread pool (max_pending={ORDERED_MAX_PENDING}), sent in order"
+        f" to `async for`; median of {len(per_item[0].seconds)} interleaved round(s)",
+        f"  {'variant':<34} {'us/item':>9} {'min..max us/item':>18} {'over emit':>11}",
+    ]
+    for p in per_item:
+        spread = f"{min(p.seconds) * 1e6:.1f}..{max(p.seconds) * 1e6:.1f}"
+        over = "" if p.name == ORDERED_EMIT else f"+{(p.median - floor) * 1e6:.1f} us"
+        lines.append(f"  {p.name:<34} {p.median * 1e6:>9.1f} {spread:>18} {over:>11}")
+    return "\n".join(lines)
+
+
 # ── report ───────────────────────────────────────────────────────────────────────────────────
 
 
@@ -413,9 +545,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _verbose = not args.quiet
     if args.quick:
-        target_s, rounds, samples, latency_rounds = 0.15, 2, 400, 2
+        target_s, rounds, samples, latency_rounds, ordered_n = 0.15, 2, 400, 2, 5_000
     else:
-        target_s, rounds, samples, latency_rounds = 0.7, 3, 1800, 6
+        target_s, rounds, samples, latency_rounds, ordered_n = 0.7, 3, 1800, 6, 40_000
     interval = 0.001
     throughput, latency = asyncio.run(
         run_benchmark(
@@ -426,7 +558,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             interval=interval,
         )
     )
+    ordered = asyncio.run(measure_ordered(ordered_n, rounds))
     print(format_report(throughput, latency, interval=interval))
+    print()
+    print(format_ordered(ordered))
     return 0
 
 

@@ -73,3 +73,14 @@ def test_benchmark_functions_and_report():
     for name in names | {lat.name for lat in latency}:
         assert name in report
     assert report.count("[MET") + report.count("[MISSED") == 2
+
+
+def test_the_ordered_stage_cost_per_item_is_measured_and_reported():
+    per_item = asyncio.run(bench_bridge.measure_ordered(300, 1))
+    assert {p.name for p in per_item} == set(bench_bridge.ORDERED_PRODUCERS)
+    assert all(0 < seconds < 1 for p in per_item for seconds in p.seconds)
+    report = bench_bridge.format_ordered(per_item)
+    assert report.startswith("Ordered stage:")
+    for name in bench_bridge.ORDERED_PRODUCERS:
+        assert name in report
+    assert report.count(" us\n") + report.endswith(" us") == 2  # over emit: the pooled two
