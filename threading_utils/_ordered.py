@@ -90,9 +90,10 @@ class OrderedStage(Generic[T]):
 
     Backpressure:
         At most ``max_pending`` hand-offs are unfinished (handed over, and not yet sent or
-        dropped); a hand-off past that blocks its thread until one is sent. ``emit`` itself
-        blocks while the stream's queue is full, so a slow consumer holds results here, and
-        then the producer: memory stays bounded by ``max_pending`` plus the stream's
+        dropped); a hand-off past that blocks its thread until they are down to half (as the
+        bridge's own queue does: one wake-up per half a window, not one per result). ``emit``
+        itself blocks while the stream's queue is full, so a slow consumer holds results here,
+        and then the producer: memory stays bounded by ``max_pending`` plus the stream's
         ``max_queue_size``.
 
     Errors:
@@ -159,6 +160,7 @@ class OrderedStage(Generic[T]):
         self._emit = emit
         self._executor = executor
         self._max_pending = max_pending
+        self._low = max_pending // 2  # a blocked hand-off resumes once the unsent are down to it
         self._discard = discard
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -300,7 +302,8 @@ class OrderedStage(Generic[T]):
                 raise RuntimeError("hand-off to an OrderedStage after its close")
             if self._has_room():
                 return
-            self._changed.wait()
+            while not (self._halted or self._unfinished <= self._low):
+                self._changed.wait()
 
     def _track(self, future: Future[T]) -> _Handoff[T]:
         handoff = _Handoff(future)
@@ -311,44 +314,66 @@ class OrderedStage(Generic[T]):
 
     def _settle(self, handoff: _Handoff[T], future: Future[T]) -> None:
         """The done callback: in the pool thread that finished ``future``, in the handing-over
-        thread if it was finished already, or in the thread that cancelled it."""
+        thread if it was finished already, or in the thread that cancelled it.
+
+        The common cases take the lock once or twice: settle, take the sender's token and the
+        head in one critical section; give the token back in another.
+        """
+        finished = False  # whether this callback's `_outstanding` count was given back
         try:
-            with self._lock:
+            with self._changed:
                 handoff.settled = True
                 dropped = handoff.dropped
+                first: _Handoff[T] | None = None
+                if not dropped and self._take_sender_token():
+                    first = self._next_to_send()
+                    if first is None:  # the head is not ready: its settler will send
+                        self._sending = False
+                if not dropped and first is None:
+                    finished = self._finished_one()
             if dropped:
                 self._throw_away(future)
-            else:
-                self._drain()
+            elif first is not None:
+                finished = self._send_ready(first)
         except BaseException:  # a done callback must not raise into the executor's worker
             _log.exception("OrderedStage: settling a hand-off failed")
         finally:
-            with self._changed:
-                self._outstanding -= 1
-                self._changed.notify_all()
+            if not finished:
+                with self._changed:
+                    self._finished_one()
 
-    def _drain(self) -> None:
-        """Send every ready result in order, if no other thread is sending (else it will)."""
-        with self._lock:
-            if not self._take_sender_token():
-                return
+    def _finished_one(self) -> bool:
+        """Under the lock: one done callback less to wait for (``_finish``)."""
+        self._outstanding -= 1
+        if not self._outstanding:
+            self._changed.notify_all()
+        return True
+
+    def _send_ready(self, handoff: _Handoff[T]) -> bool:
+        """Holding the sender's token: send ``handoff`` and every result ready after it, in
+        order, then hand the token back (and the callback's count, in the same critical
+        section). A result settled by another thread meanwhile is seen at the next look at the
+        head: that thread found the token taken, both under the lock, so nothing is missed."""
+        unsent = True  # `handoff` still counts in `_unfinished`
         try:
             while True:
+                self._send_one(handoff.release())
                 with self._changed:
-                    handoff = self._next_to_send()
-                    if handoff is None:
+                    self._unfinished -= 1
+                    unsent = False
+                    if self._unfinished <= self._low:  # blocked hand-offs, join()
+                        self._changed.notify_all()
+                    next_handoff = self._next_to_send()
+                    if next_handoff is None:
                         self._sending = False
-                        self._changed.notify_all()
-                        return
-                try:
-                    self._send_one(handoff.release())
-                finally:
-                    with self._changed:
-                        self._unfinished -= 1
-                        self._changed.notify_all()
+                        return self._finished_one()
+                handoff, unsent = next_handoff, True
         except BaseException:
-            with self._lock:
+            with self._changed:
+                if unsent:
+                    self._unfinished -= 1
                 self._sending = False
+                self._changed.notify_all()
             raise
 
     def _send_one(self, future: Future[T]) -> None:
