@@ -20,7 +20,7 @@ INPUT ?=
 export INPUT
 PORT ?= 5000
 
-.PHONY: help setup predict serve schema test test-legacy lint bench cog-predict push clean FORCE
+.PHONY: help setup predict serve schema context test test-legacy lint bench cog-predict push clean FORCE
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -55,12 +55,20 @@ predict: $(SCHEMA) ## Stream one prediction: make predict [INPUT='name=value ...
 	  --inputs "$$INPUT"
 
 serve: $(SCHEMA) ## Run the Cog server for the predictor on 127.0.0.1:5000 (PORT=...; Ctrl-C stops)
-	COG_PREDICT_TYPE_STUB=$(PREDICTOR) PORT=$(PORT) \
-	COG_MAX_CONCURRENCY=$$(PYTHONPATH=scripts $(PY) -c 'import sys; from cog_static import check; \
-	  print(check(sys.argv[1]).concurrency_max or 1)' $(PREDICTOR)) \
-	  $(PY) -m cog.server.http --host 127.0.0.1
+	rm -rf .cog/context && $(PY) scripts/build_context.py stage .cog/context
+	mkdir -p .cog/context/.cog && cp $(SCHEMA) .cog/context/.cog/
+	cd .cog/context && COG_PREDICT_TYPE_STUB=$(PREDICTOR) PORT=$(PORT) PYTHONPATH=. \
+	COG_MAX_CONCURRENCY=$$(PYTHONPATH=$(CURDIR)/scripts $(CURDIR)/$(PY) -c 'import sys; \
+	  from cog_static import check; print(check(sys.argv[1]).concurrency_max or 1)' $(PREDICTOR)) \
+	  $(CURDIR)/$(PY) -m cog.server.http --host 127.0.0.1
 
-test: $(STAMP) $(LEGACY_STAMP) lint ## Lint, then run every test (unit, real-server, legacy-server)
+# The budget of `make context`, in MiB: a build context over it fails (scripts/build_context.py).
+BUDGET_MIB ?= 64
+
+context: $(STAMP) ## The image's files (after .dockerignore) by folder; fails over BUDGET_MIB
+	$(PY) scripts/build_context.py report --budget-mib $(BUDGET_MIB)
+
+test: $(STAMP) $(LEGACY_STAMP) lint context ## Lint, then run every test (unit, real-server, legacy-server)
 	$(PY) -m pytest
 
 test-legacy: $(STAMP) $(LEGACY_STAMP) ## Only the tests against the legacy cog 0.16.12 Python server
@@ -105,7 +113,8 @@ gpu-wheels: $(STAMP) ## Download cog/coglet/pytest wheels (Python 3.12, x86_64) 
 	$(PY) -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
 	  --abi cp312 --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
 	  --platform manylinux2014_x86_64 --platform any -d $(GPU_WHEELS) \
-	  cog==0.23.1 coglet==0.23.1 pytest==9.2.0 pytest-timeout==2.4.0 hypothesis==6.170.17
+	  cog==0.23.1 coglet==0.23.1 pytest==9.2.0 pytest-timeout==2.4.0 hypothesis==6.170.17 \
+	  docker==7.2.0
 	@du -sh $(GPU_WHEELS)
 
 gpu-check: ## On a CUDA machine (else the CPU): GPU tests + server measurements into OUT=dir

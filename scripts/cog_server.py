@@ -13,7 +13,9 @@ Facts about coglet (cog >= 0.23) the harness relies on:
   put first on PATH; otherwise the worker dies and /health-check stays STARTING for ever.
 - Input validation (422) and SSE (`Accept: text/event-stream`) need the OpenAPI schema at
   `.cog/openapi_schema.json` relative to the server's cwd; `schema=True` writes it with
-  `scripts/schema.py` into `cwd`, so each predictor needs its own cwd (see `stage_predictor`).
+  `scripts/schema.py` into `cwd`, so each predictor needs its own cwd (see `stage_server_dir`).
+- In the image the server runs in /src, a copy of the build context (`COPY . /src`); every
+  server here runs in a copy of it too (`stage_server_dir`), importing only from there.
 - There is no GET /predictions/{id}: async predictions report through webhooks, so the harness
   runs a small webhook receiver on 127.0.0.1 and `get`/`wait` read what it received.
 - File outputs: without an upload URL coglet inlines each file as a `data:` URI; with
@@ -33,7 +35,6 @@ import contextlib
 import http.client
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -46,6 +47,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
+
+import build_context
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_SCRIPT = REPO_ROOT / "scripts" / "schema.py"
@@ -73,11 +76,18 @@ def free_port() -> int:
         return port
 
 
-def stage_predictor(source: Path, directory: Path) -> Path:
-    """Copy a predictor file into its own (new) directory, which becomes the server's cwd."""
-    directory.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(source, directory / source.name)
-    return directory
+def stage_server_dir(
+    directory: Path, *, root: Path = REPO_ROOT, files: Mapping[str, Path] | None = None
+) -> Path:
+    """A server's working directory, laid out as the image's /src: the build context of `root`
+    (what `COPY . /src` receives after `.dockerignore`, `build_context.py`), plus `files` (by
+    relative path) that are not part of it, such as a test's probe predictor."""
+    return build_context.stage(root, directory, overlay=files)
+
+
+def stage_predictor(source: Path, directory: Path, *, root: Path = REPO_ROOT) -> Path:
+    """`stage_server_dir` with the predictor file `source` at the top of `directory`."""
+    return stage_server_dir(directory, root=root, files={source.name: source})
 
 
 def write_schema(
@@ -88,7 +98,7 @@ def write_schema(
     proc = subprocess.run(
         [python, str(SCHEMA_SCRIPT), predictor_ref, "-o", str(output)],
         cwd=cwd,
-        env=_child_env(python, {}),
+        env=_child_env(python, {}, cwd),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -102,11 +112,13 @@ def write_schema(
     return output
 
 
-def _child_env(python: str, extra: Mapping[str, str]) -> dict[str, str]:
+def _child_env(python: str, extra: Mapping[str, str], cwd: Path) -> dict[str, str]:
+    """The environment of a server or schema run in `cwd`: only `cwd` to import from, as in the
+    image (its working directory /src), never this repository."""
     env = dict(os.environ)
     bin_dir = str(Path(python).parent)
     env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = str(cwd)
     env.pop("VIRTUAL_ENV", None)
     env.update(extra)
     return env
@@ -376,8 +388,12 @@ class CogServer:
             raise CogServerError("server already started")
         if self.schema:
             write_schema(self.predictor_ref, self.cwd, python=self.python)
+        # The legacy (0.16) server serves cog.yaml's `predict:` (coglet reads only the
+        # environment): one that names another predictor (a probe's staged context) is replaced.
+        # Unlinked first: a staged file is a hard link to the repository's.
         cog_yaml = self.cwd / "cog.yaml"
-        if not cog_yaml.exists():  # the legacy (0.16) server reads build.gpu from it
+        if not cog_yaml.exists() or f'"{self.predictor_ref}"' not in cog_yaml.read_text():
+            cog_yaml.unlink(missing_ok=True)
             cog_yaml.write_text(
                 f'build:\n  gpu: false\npredict: "{self.predictor_ref}"\n'
                 f"concurrency:\n  max: {self.concurrency}\n"
@@ -393,6 +409,7 @@ class CogServer:
                 "PYTHONUNBUFFERED": "1",
                 **self.extra_env,
             },
+            self.cwd,
         )
         try:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)

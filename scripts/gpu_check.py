@@ -64,7 +64,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 sys.path.insert(1, str(REPO_ROOT / "tests"))
 
-from cog_server import CogServer, CogServerError, stage_predictor  # noqa: E402
+from cog_server import CogServer, CogServerError, stage_server_dir  # noqa: E402
 
 # tests/contract.py: the inputs any model's predictor takes (a fork edits that file only)
 contract = importlib.import_module("contract")
@@ -72,7 +72,7 @@ contract = importlib.import_module("contract")
 Json = Any
 
 # distribution name -> what the steps need it for; installed from the wheel folder if missing
-NEEDED = ("cog", "coglet", "pytest", "pytest-timeout", "hypothesis")
+NEEDED = ("cog", "coglet", "pytest", "pytest-timeout", "hypothesis", "docker")
 VERSIONS_OF = ("cog", "coglet", "torch", "transformers", "tokenizers", "safetensors", "numpy")
 EXAMPLES = ("examples/transformers_predict.py:Predictor", "examples/image_predict.py:Predictor")
 # A model's server benchmark, if its benchmarks folder has one taking `--quick --json FILE`.
@@ -507,11 +507,11 @@ def measure_predictor(
         skipped_levels=[n for n in mode.levels if n > concurrency],
         gpu_memory_before_mib=memory.now(),
     )
-    cwd = stage_predictor(REPO_ROOT / file_name, work / Path(file_name).stem)
+    cwd = stage_server_dir(work / Path(file_name).stem)  # the build context, as /src
     started = time.monotonic()
     try:
         with CogServer(
-            f"{Path(file_name).name}:{ref.partition(':')[2]}",
+            ref,
             cwd=cwd,
             concurrency=concurrency,
             python=python,

@@ -26,6 +26,7 @@ import mimetypes
 import os
 import re
 import shlex
+import shutil
 import sys
 import time
 import urllib.parse
@@ -34,11 +35,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from cog_server import REPO_ROOT, CogServer, CogServerError
+from cog_server import REPO_ROOT, CogServer, CogServerError, stage_server_dir
 from cog_static import check
 
 PREDICTOR = "predict.py:Predictor"
 SCHEMA = Path(REPO_ROOT) / ".cog" / "openapi_schema.json"
+# Where the server runs: a copy of the build context, as /src is in the image (git-ignored).
+CONTEXT_DIR = Path(REPO_ROOT) / ".cog" / "context"
 OUTPUT_DIR = Path(REPO_ROOT) / "outputs"  # the default for file outputs (in .gitignore)
 Json = Any
 
@@ -205,6 +208,16 @@ def _running_server(url: str) -> CogServer | None:
     return None
 
 
+def stage_context() -> Path:
+    """.cog/context: the build context laid out as the image's /src, with the schema in it."""
+    cwd = CONTEXT_DIR
+    shutil.rmtree(cwd, ignore_errors=True)
+    stage_server_dir(cwd)
+    (cwd / ".cog").mkdir(exist_ok=True)
+    shutil.copy2(SCHEMA, cwd / ".cog" / SCHEMA.name)
+    return cwd
+
+
 @contextlib.contextmanager
 def _server(url: str, predictor: str, concurrency: int) -> Iterator[CogServer]:
     running = _running_server(url)
@@ -213,7 +226,8 @@ def _server(url: str, predictor: str, concurrency: int) -> Iterator[CogServer]:
         yield running
         return
     print("starting the Cog server (python -m cog.server.http) ...", file=sys.stderr)
-    with CogServer(predictor, cwd=REPO_ROOT, concurrency=concurrency, schema=False) as server:
+    cwd = stage_context()
+    with CogServer(predictor, cwd=cwd, concurrency=concurrency, schema=False) as server:
         log = server.log_path.relative_to(REPO_ROOT)
         print(f"server ready at {server.url} (its log: {log})", file=sys.stderr)
         yield server

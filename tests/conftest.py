@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import contextvars
+import functools
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cog_server import CogServer, stage_predictor
+from build_context import context_files
+from cog_server import REPO_ROOT, CogServer, stage_server_dir
 
 from threading_utils._pool import default_pool
 
@@ -29,8 +31,30 @@ def fresh_request_id() -> Iterator[None]:
     request_id.reset(token)
 
 
+@functools.cache
+def in_build_context() -> frozenset[Path]:
+    """The repository's files that the image gets (scripts/build_context.py), resolved."""
+    return frozenset((REPO_ROOT / name).resolve() for name in context_files(REPO_ROOT))
+
+
+def predictor_files(file_name: str, source_dir: Path) -> dict[str, Path]:
+    """What a server needs staged for the predictor file `source_dir/file_name`, by relative path:
+    nothing beyond the build context for a file of it at that path, the file alone for one of it
+    served from elsewhere, else the file and its folder's files (a probe's data, as `weights/`
+    beside it)."""
+    source = source_dir / file_name
+    if source.resolve() in in_build_context():
+        return {} if source.resolve() == (REPO_ROOT / file_name).resolve() else {file_name: source}
+    files = {
+        (Path(file_name).parent / path.relative_to(source.parent)).as_posix(): path
+        for path in source.parent.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+    return files | {file_name: source}
+
+
 class CogServers:
-    """Starts servers, each in a fresh directory holding a copy of its predictor file.
+    """Starts servers, each in a fresh copy of the build context holding its predictor file.
 
     Every server started through one instance is stopped by `close()` (the fixture teardown).
     """
@@ -40,14 +64,23 @@ class CogServers:
         self._servers: list[CogServer] = []
         self._shared: dict[str, CogServer] = {}
 
-    def start(self, predictor: str, *, source_dir: Path = PREDICTORS, **kwargs: Any) -> CogServer:
+    def start(
+        self,
+        predictor: str,
+        *,
+        source_dir: Path = PREDICTORS,
+        files: Mapping[str, Path] | None = None,
+        **kwargs: Any,
+    ) -> CogServer:
         """`predictor` is `path/file.py:Class`, the file in `source_dir` (tests/predictors/).
 
-        The file is staged at the same relative path in the server's fresh cwd.
+        The server's cwd is the repository's build context, laid out as /src is in the image,
+        with the predictor file at the same relative path, beside the files of its own folder
+        (a probe's data: `weights/` beside it), and `files`, by relative path.
         """
         file_name, _, _ = predictor.partition(":")
         cwd = self._tmp_dir / f"server-{len(self._servers)}"
-        stage_predictor(source_dir / file_name, cwd / Path(file_name).parent)
+        stage_server_dir(cwd, files={**predictor_files(file_name, source_dir), **(files or {})})
         server = CogServer(predictor, cwd=cwd, **kwargs)
         self._servers.append(server)
         return server.start()

@@ -130,10 +130,13 @@ def test_a_fork_to_the_transformers_example_is_green(fork: Path) -> None:
 
 
 def test_a_fork_with_a_model_of_its_own_is_green(fork: Path, tmp_path: Path) -> None:
-    """The steps, then a model no example shows, with other inputs: pool threads that print."""
+    """The steps, then a model no example shows, with other inputs (pool threads that print),
+    loading its weights from `weights/` beside predict.py."""
     own = tmp_path / "own"
     shutil.copytree(fork, own, symlinks=True)
     shutil.copy2(PROBE, own / "predict.py")
+    (own / "weights").mkdir()  # step 2 deleted the demo model's: the fork's own go there
+    shutil.copy2(PROBE.parent / "weights" / "pool_words.txt", own / "weights")
     contract = PROBE_CONTRACT.read_text().replace(
         f'PREDICTOR = "{PROBE.relative_to(REPO_ROOT).as_posix()}:Predictor"',
         'PREDICTOR = "predict.py:Predictor"',

@@ -62,18 +62,26 @@ async def plain_thread_stream(n: int, tag: str) -> AsyncIterator[str]:
         yield value
 
 
-class PlainThreadPredictor(BasePredictor):
+class _NoWeights:
+    """cog 0.16 hands `weights/` (present in the build context) to a `setup` with a `weights`
+    parameter, BasePredictor's own included, and fails on its type: take none."""
+
+    def setup(self) -> None:
+        pass
+
+
+class PlainThreadPredictor(_NoWeights, BasePredictor):
     async def predict(self, n: int, tag: str) -> Iterator[str]:  # type: ignore[override]
         async for item in plain_thread_stream(n, tag):
             yield item
 
 
-class StreamPredictor(BasePredictor):
+class StreamPredictor(_NoWeights, BasePredictor):
     async def predict(self, n: int, tag: str) -> Iterator[str]:  # type: ignore[override]
         async for item in threaded_stream(n, tag):
             yield item
 
 
-class GeneratorPredictor(BasePredictor):
+class GeneratorPredictor(_NoWeights, BasePredictor):
     async def predict(self, n: int, tag: str) -> Iterator[str]:
         return threaded_generator(n, tag)

@@ -28,7 +28,9 @@ from cog import BaseRunner, ConcatenateIterator, Input, current_scope, streaming
 import coglet_cancel
 from threading_utils import ContextThreadPoolExecutor, generator_from_thread, stop_requested
 
-WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel")
+# Its "weights": a file in weights/ beside this file, found from the file's own place, as a fork
+# loads its model (in the image, /src/weights/ beside /src/predict.py).
+WEIGHTS = Path(__file__).parent / "weights" / "pool_words.txt"
 
 
 _BLOCK = bytes(256 * 1024)
@@ -50,7 +52,9 @@ def _encode(seed: int, step: int, word: str) -> str:
     return word
 
 
-def _steps(seed: int, steps: int, step_ms: int, pool_threads: int) -> Iterator[str]:
+def _steps(
+    words: list[str], seed: int, steps: int, step_ms: int, pool_threads: int
+) -> Iterator[str]:
     rng = random.Random(seed)
     print(f"seed {seed}: {steps} steps on {pool_threads} pool threads")
     with ContextThreadPoolExecutor(pool_threads) as pool:
@@ -60,7 +64,7 @@ def _steps(seed: int, steps: int, step_ms: int, pool_threads: int) -> Iterator[s
                 pool.shutdown(cancel_futures=True)
                 return
             _busy(step_ms / 1000)
-            word = rng.choice(WORDS)
+            word = rng.choice(words)
             print(f"seed {seed}: producer made step {step}")
             pending.append(pool.submit(_encode, seed, step, word))
             while pending and (pending[0].done() or len(pending) > pool_threads):
@@ -71,8 +75,9 @@ def _steps(seed: int, steps: int, step_ms: int, pool_threads: int) -> Iterator[s
 
 
 class Predictor(BaseRunner):
-    def setup(self, weights: Path | str | None = None) -> None:  # no weights: a stand-in
+    def setup(self, weights: Path | str | None = None) -> None:
         coglet_cancel.install()
+        self.words = WEIGHTS.read_text().split()
 
     @streaming
     @cog.concurrent(max=8)
@@ -83,5 +88,5 @@ class Predictor(BaseRunner):
         step_ms: int = Input(default=2, ge=1, le=1000),
         pool_threads: int = Input(default=3, ge=1, le=8),
     ) -> ConcatenateIterator[str]:
-        stream = generator_from_thread()(_steps)(seed, steps, step_ms, pool_threads)
+        stream = generator_from_thread()(_steps)(self.words, seed, steps, step_ms, pool_threads)
         return cast(ConcatenateIterator[str], stream)
