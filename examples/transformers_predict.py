@@ -7,10 +7,10 @@ land on this prediction, also with 8 at once), the streamer's `put()` decodes th
 and hands their text to `emit`, and a consumer that leaves stops it — a `StoppingCriteria` polls
 `stop_requested()`, and `emit` raises `StreamClosed`.
 
-The model is a tiny Llama with seeded random weights and a byte-level tokenizer, both built in
-code: nothing is downloaded (its text is noise). For a real model, load both from a directory
-in the image in `setup()` (`AutoModelForCausalLM.from_pretrained(path)`, `AutoTokenizer...`) and
-keep the rest.
+`setup()` loads the model and its tokenizer with `from_pretrained` from `weights/tiny-llama`
+beside this file, as a fork loads its own model's folder: here a tiny Llama with seeded random
+weights and a byte-level tokenizer that examples/transformers_weights.py makes in code (nothing
+is downloaded; its text is noise). For a real model, put its folder there and keep the rest.
 
 The shape is predict.py's (see the README's table): an `async def run()` that returns the
 stream, `@concurrent(max=8)`: it streams live and serves 8 predictions at once, and with
@@ -33,12 +33,11 @@ from typing import Protocol, cast
 import cog
 import torch
 from cog import BaseRunner, ConcatenateIterator, Input, Path, current_scope, streaming
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import (
-    LlamaConfig,
-    LlamaForCausalLM,
+    AutoModelForCausalLM,
     LogitsProcessor,
     LogitsProcessorList,
+    PreTrainedModel,
     PreTrainedTokenizerFast,
     StoppingCriteria,
     StoppingCriteriaList,
@@ -48,55 +47,15 @@ from transformers.generation.streamers import BaseStreamer
 import coglet_cancel
 from threading_utils import Emit, generator_from_callback, stop_requested
 
-EOS = "<|endoftext|>"  # id 256; also starts every prompt, as GPT-2's does
+# The model's folder (`save_pretrained`'s output), found from this file's own place: in the
+# image, /src/weights/tiny-llama beside /src/predict.py. examples/transformers_weights.py makes it.
+WEIGHTS = Path(__file__).resolve().parent / "weights" / "tiny-llama"
 MAX_PROMPT_TOKENS = 512  # the model reads the last 512 tokens (bytes) of a longer prompt
 PRINTABLE = [*range(32, 127), 10]  # the bytes it may generate: printable ASCII and newline
 
 
 class _Scope(Protocol):
     def record_metric(self, name: str, value: float) -> None: ...
-
-
-def build_tokenizer() -> PreTrainedTokenizerFast:
-    """A byte-level tokenizer (GPT-2's byte-to-character map, no merges): token id = byte."""
-    shown = [*range(33, 127), *range(161, 173), *range(174, 256)]  # bytes that are themselves
-    others = [b for b in range(256) if b not in shown]
-    chars = {b: chr(b) for b in shown} | {b: chr(256 + i) for i, b in enumerate(others)}
-    tokenizer = Tokenizer(
-        models.BPE(vocab={chars[b]: b for b in range(256)} | {EOS: 256}, merges=[])
-    )
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single=f"{EOS} $A", special_tokens=[(EOS, 256)]
-    )
-    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
-        tokenizer_object=tokenizer, eos_token=EOS, pad_token=EOS, truncation_side="left"
-    )
-
-
-def build_model(device: str) -> LlamaForCausalLM:
-    """A 2-layer Llama of ~650 parameters a layer, its weights drawn from a fixed seed."""
-    config = LlamaConfig(
-        vocab_size=257,
-        hidden_size=8,
-        intermediate_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        initializer_range=0.5,  # not 0.02: weights that large make the text depend on the prompt
-        bos_token_id=256,
-        eos_token_id=256,
-        pad_token_id=256,
-        tie_word_embeddings=True,
-    )
-    with torch.random.fork_rng(devices=[]):  # the same weights in every process
-        torch.manual_seed(0)
-        model = LlamaForCausalLM(config)
-    model.to(device)  # type: ignore[arg-type]  # transformers annotates its `to` wrapper wrongly
-    model.eval()  # type: ignore[no-untyped-call]
-    return model
 
 
 class SeededSampler(LogitsProcessor):
@@ -178,7 +137,7 @@ class TextEmitter(BaseStreamer):
 @generator_from_callback()
 def generate_text(
     emit: Emit[str],
-    model: LlamaForCausalLM,
+    model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerFast,
     prompt: str,
     max_new_tokens: int,
@@ -196,8 +155,8 @@ def generate_text(
     scope.record_metric("input_token_count", prompt_tokens)
     print(f"generating up to {max_new_tokens} tokens (seed {seed})")
     streamer = TextEmitter(tokenizer, emit, started)
-    # (transformers annotates generate's `self` for another type checker than mypy)
-    output = model.generate(  # type: ignore[misc]
+    # (transformers annotates PreTrainedModel.generate for another type checker than mypy)
+    output = model.generate(  # type: ignore[operator]
         **inputs.to(model.device),
         max_new_tokens=max_new_tokens,
         do_sample=False,  # SeededSampler samples
@@ -218,13 +177,15 @@ def generate_text(
 
 
 class Predictor(BaseRunner):
-    def setup(self, weights: Path | str | None = None) -> None:  # weights: built in code
+    def setup(self, weights: Path | str | None = None) -> None:  # weights: WEIGHTS, in the image
         coglet_cancel.install()  # a cancel or a dropped client stops generate() at once
         device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cpu":  # one intra-op thread per stream when 8 share the cores
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // 8))
-        self.tokenizer = build_tokenizer()
-        self.model = build_model(device)
+        self.tokenizer = PreTrainedTokenizerFast.from_pretrained(WEIGHTS)
+        self.model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(WEIGHTS)
+        self.model.to(device)  # type: ignore[arg-type]  # transformers annotates `to` wrongly
+        self.model.eval()  # type: ignore[no-untyped-call]
         warm_up = self.tokenizer("warm up", return_tensors="pt").to(device)
         self.model.generate(**warm_up, max_new_tokens=4)  # type: ignore[misc]
         print(f"model ready on {device}")

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,9 +32,7 @@ Reference = Callable[[str, int, float, int], tuple[str, int]]
 def example(module_cog_servers: CogServers) -> CogServer:
     """The example as shipped: the async shape, 8 slots."""
     return module_cog_servers.shared(
-        "transformers_predict.py:Predictor",
-        source_dir=REPO_ROOT / "examples",
-        concurrency=CONCURRENCY,
+        "examples/transformers_predict.py:Predictor", source_dir=REPO_ROOT, concurrency=CONCURRENCY
     )
 
 
@@ -41,13 +40,15 @@ def example(module_cog_servers: CogServers) -> CogServer:
 def reference() -> Iterator[Reference]:
     """(text, output_token_count) of a generation run here, as the server runs it."""
     import torch
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
     from examples import transformers_predict
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the server does on this machine
-    tokenizer = transformers_predict.build_tokenizer()
-    model = transformers_predict.build_model("cpu")
+    # Loaded as the example's setup() loads them: from_pretrained on its weights folder.
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(transformers_predict.WEIGHTS)
+    model = AutoModelForCausalLM.from_pretrained(transformers_predict.WEIGHTS).eval()
 
     def generate(prompt: str, max_new_tokens: int, temperature: float, seed: int) -> tuple:
         stream = transformers_predict.generate_text(
@@ -65,9 +66,9 @@ def test_the_streamer_emits_whole_characters_and_counts_tokens() -> None:
     """A character split over several tokens (bytes) is emitted once complete, not as U+FFFD."""
     import torch
 
-    from examples import transformers_predict
+    from examples import transformers_predict, transformers_weights
 
-    tokenizer = transformers_predict.build_tokenizer()
+    tokenizer = transformers_weights.build_tokenizer()
     emitted: list[str] = []
     streamer = transformers_predict.TextEmitter(tokenizer, emitted.append, time.perf_counter())
     streamer.put(torch.tensor([[256, 65]]))  # the prompt: skipped
@@ -111,7 +112,7 @@ def test_output_token_count_is_the_tokens_generated(
     """Not `len(output) - prompt tokens`: an encoder-decoder's output starts with the decoder's
     start token, not with the prompt (that gave 18 for 20 tokens here, and -80 for the long
     prompt)."""
-    from examples import transformers_predict
+    from examples import transformers_predict, transformers_weights
 
     metrics: dict[str, float] = {}
 
@@ -120,9 +121,9 @@ def test_output_token_count_is_the_tokens_generated(
             metrics[name] = value
 
     monkeypatch.setattr(transformers_predict, "current_scope", Scope)
-    tokenizer = transformers_predict.build_tokenizer()
+    tokenizer = transformers_weights.build_tokenizer()
     if kind == "decoder-only":
-        model = transformers_predict.build_model("cpu")
+        model = transformers_weights.build_model("cpu")
     else:
         model = build_encoder_decoder()
     assert model.config.is_encoder_decoder == (kind == "encoder-decoder")
@@ -134,6 +135,21 @@ def test_output_token_count_is_the_tokens_generated(
     # One token a byte (it generates ASCII only), plus end-of-text when it ended early.
     assert text
     assert metrics["output_token_count"] == len(text) + (len(text) < 20)
+
+
+def test_the_committed_weights_are_what_the_script_makes(tmp_path: Path) -> None:
+    """examples/weights/tiny-llama is transformers_weights.py's output, byte for byte, and
+    readable by any user (save_pretrained writes model.safetensors as 0600)."""
+    from examples import transformers_predict, transformers_weights
+
+    made = transformers_weights.save(tmp_path / "tiny-llama")
+    committed = transformers_predict.WEIGHTS
+    names = sorted(p.name for p in made.iterdir())
+    assert names == sorted(p.name for p in committed.iterdir())
+    assert "model.safetensors" in names
+    for name in names:
+        assert (made / name).read_bytes() == (committed / name).read_bytes(), name
+        assert (committed / name).stat().st_mode & 0o444 == 0o444, name
 
 
 # ── the example as shipped ────────────────────────────────────────────────────────────────────
