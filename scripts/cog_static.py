@@ -51,6 +51,8 @@ MAX_INT64 = 2**63 - 1
 MAX_UINT64 = 2**64 - 1
 # The return types @streaming accepts (schema_type.go, parser.go).
 STREAMING_OUTPUTS = ("Iterator", "AsyncIterator", "ConcatenateIterator", "AsyncConcatenateIterator")
+# The iterators whose item may be a BaseModel (schema_type.go resolveGenericSchemaType).
+MODEL_ITERATORS = ("Iterator", "AsyncIterator")
 # Modules the CLI never reads a parent class from (models.go isKnownExternalModule).
 EXTERNAL_MODULES = frozenset(
     {
@@ -928,8 +930,11 @@ class _Checker:
     def output_defaults(self, module: _Module, fn: _Function) -> frozenset[str]:
         """The output BaseModel's fields with a literal default (models.go
         parseAnnotatedAssignment): resolveModelToSchemaType (schema_type.go) leaves them out of
-        `required`."""
+        `required`. The model is the return type or an `Iterator[...]`/`AsyncIterator[...]`'s
+        item (resolveGenericSchemaType resolves it the same way)."""
         returns = fn.returns
+        if isinstance(returns, ast.Subscript) and _outer_name(module, returns) in MODEL_ITERATORS:
+            returns = returns.slice
         if not isinstance(returns, ast.Name | ast.Attribute) or module.src.wrapped(returns):
             return frozenset()
         found = self._parent(module, module.src.node_text(returns))
@@ -1417,14 +1422,19 @@ def _annotation_text(module: _Module, node: ast.expr | None) -> str:
 
 def _is_streaming_output(module: _Module, returns: ast.expr | None) -> bool:
     """Whether the return annotation resolves to one of cog's iterator outputs."""
-    text = _annotation_text(module, returns)
+    return _outer_name(module, returns) in STREAMING_OUTPUTS
+
+
+def _outer_name(module: _Module, annotation: ast.expr | None) -> str | None:
+    """The generic's name of an annotation `Outer[...]` as the CLI resolves it, else None."""
+    text = _annotation_text(module, annotation)
     outer, bracket, _ = text.partition("[")
     if not bracket:
-        return False
+        return None
     outer = outer.strip()
     if "." in outer:
         outer = outer.split(".", 1)[1]  # ResolveQualifiedName: what follows the first dot
-    return outer in STREAMING_OUTPUTS
+    return outer
 
 
 def _is_union(annotation: ast.expr) -> bool:

@@ -14,18 +14,24 @@ cog's introspection gives the inputs, their types and the output type; cog_stati
 value the source spells (defaults, descriptions, bounds, regex, choices, accept, output-model
 defaults) as the CLI reads it, so the written schema is the CLI's (pkg/schema/openapi_spec.go).
 Last, what the build's validation of the schema rejects (kin-openapi) fails here first.
-What is checked: docs/schema.md.
+One output cog's introspection refuses is written as the CLI writes it: `Iterator[Model]` or
+`AsyncIterator[Model]` of a BaseModel ("unsupported Cog type Model" in cog 0.23.1), which coglet
+streams as one JSON object per item. What is checked: docs/schema.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.metadata
+import inspect
 import json
 import re
 import sys
-from collections.abc import Sequence
+import typing
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -142,16 +148,63 @@ def _input_schema(
 
 def _output_schema(output: Any, static: StaticPredictor) -> JsonDict:
     """The output's schema; a BaseModel's fields titled and required as the CLI has them
-    (schema_type.go coreSchema: a field with a literal default is not required)."""
+    (schema_type.go coreSchema: a field with a literal default is not required), also where
+    the model is an iterator's item."""
     schema: JsonDict = output.json_type()
-    if schema.get("type") == "object" and "properties" in schema:
-        for name, prop in schema["properties"].items():
+    model = schema["items"] if isinstance(output, _ModelIterator) else schema
+    if model.get("type") == "object" and "properties" in model:
+        for name, prop in model["properties"].items():
             prop["title"] = _title(name)
-        required = [n for n in schema.get("required", []) if n not in static.output_defaults]
-        schema.pop("required", None)
+        required = [n for n in model.get("required", []) if n not in static.output_defaults]
+        model.pop("required", None)
         if required:
-            schema["required"] = required
+            model["required"] = required
     return schema
+
+
+# -- Iterator[Model] ---------------------------------------------------------------------------
+# cog 0.23.1's introspection reads an iterator's item with FieldType.from_type, which knows no
+# BaseModel ("unsupported Cog type Model", cog/_adt.py). The CLI resolves the item recursively
+# (pkg/schema/schema_type.go resolveGenericSchemaType, "Cog iterators"; parser_test.go
+# TestIteratorOfBaseModelOutput) and writes SchemaIterator's coreSchema: an array with
+# x-cog-array-type "iterator" whose items are the model's object schema without a title
+# (jsonSchema(false)). coglet streams each item as a JSON object (tests/test_structured_outputs.py).
+_ITERATORS = (Iterator, AsyncIterator)  # typing.get_origin of typing's and collections.abc's
+
+
+@dataclass(frozen=True)
+class _ModelIterator:
+    """The output `Iterator[Model]` / `AsyncIterator[Model]`; `item` is cog's OutputType of
+    `Model` (kind OBJECT)."""
+
+    item: Any
+
+    def json_type(self) -> JsonDict:
+        item: JsonDict = self.item.json_type()
+        item.pop("title", None)
+        return {"title": "Output", "type": "array", "items": item, "x-cog-array-type": "iterator"}
+
+
+@contextlib.contextmanager
+def _model_iterators() -> Iterator[None]:
+    """While inside, cog's introspection reads `Iterator[Model]` outputs as `_ModelIterator`."""
+    inspector = _inspector()
+    original: Callable[[Any], Any] = inspector._create_output_type
+    adt = _adt()
+
+    def create_output_type(tpe: Any) -> Any:
+        args = typing.get_args(tpe)
+        if typing.get_origin(tpe) in _ITERATORS and len(args) == 1 and inspect.isclass(args[0]):
+            item = original(args[0])  # a cog or pydantic BaseModel: kind OBJECT
+            if item.kind is adt.OutputKind.OBJECT:
+                return _ModelIterator(item)
+        return original(tpe)
+
+    setattr(inspector, "_create_output_type", create_output_type)  # noqa: B010
+    try:
+        yield
+    finally:
+        setattr(inspector, "_create_output_type", original)  # noqa: B010
 
 
 def _json_response(schema: JsonDict) -> JsonDict:
@@ -170,7 +223,8 @@ def build_schema(ref: str, static: StaticPredictor | None = None) -> JsonDict:
     if getattr(before, "__file__", None) not in (None, str(path.resolve())):
         del sys.modules[module_name]  # another file of that name was imported first (tests)
     try:
-        info = _inspector().create_predictor(module_name, name)
+        with _model_iterators():
+            info = _inspector().create_predictor(module_name, name)
     finally:
         if before is not None:  # leave a same-named module imported earlier as it was
             sys.modules[module_name] = before
