@@ -135,7 +135,8 @@ def test_a_fork_with_a_model_of_its_own_is_green(fork: Path, tmp_path: Path) -> 
     own = tmp_path / "own"
     shutil.copytree(fork, own, symlinks=True)
     shutil.copy2(PROBE, own / "predict.py")
-    (own / "weights").mkdir()  # step 2 deleted the demo model's: the fork's own go there
+    shutil.rmtree(own / "weights")  # the worked case's (step 3): the fork's own go there
+    (own / "weights").mkdir()
     shutil.copy2(PROBE.parent / "weights" / "pool_words.txt", own / "weights")
     contract = PROBE_CONTRACT.read_text().replace(
         f'PREDICTOR = "{PROBE.relative_to(REPO_ROOT).as_posix()}:Predictor"',
