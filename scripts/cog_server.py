@@ -611,14 +611,25 @@ class CogServer:
         *,
         webhook: bool = True,
         timeout: float = 30.0,
+        busy_retry: float = 2.0,
     ) -> tuple[int, Json]:
-        """PUT /predictions/{id} with `Prefer: respond-async` (202); progress goes to a webhook."""
+        """PUT /predictions/{id} with `Prefer: respond-async` (202); progress goes to a webhook.
+
+        A 409 is retried for up to `busy_retry` seconds, as in `predict`.
+        """
         body: dict[str, Json] = {"id": id, "input": dict(input)}
         if webhook:
             assert self._webhooks is not None, "server not started"
             body["webhook"] = self._webhooks.url
-        return self.request(
-            "PUT", f"/predictions/{id}", body, headers={"Prefer": "respond-async"}, timeout=timeout
+        return _retry_busy(
+            lambda: self.request(
+                "PUT",
+                f"/predictions/{id}",
+                body,
+                headers={"Prefer": "respond-async"},
+                timeout=timeout,
+            ),
+            busy_retry,
         )
 
     def get(self, id: str) -> Json | None:
