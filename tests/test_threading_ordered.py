@@ -380,10 +380,13 @@ def test_a_stop_seen_only_through_emit_still_cancels_queued_work(tmp_path):
         closed.set()
         raise StreamClosed
 
+    submitted = threading.Event()
+
     def work(i: int) -> Path:
         started.append(i)
-        if i > 0:
-            assert hold.wait(DEADLINE)
+        # 0 waits until all five are handed over: else its refused send can stop the stage
+        # before the loop ends (a fast pool thread), and the loop's own submit raises.
+        assert (submitted if i == 0 else hold).wait(DEADLINE)
         path = tmp_path / f"{i}"
         path.write_text("x")
         return path
@@ -392,6 +395,7 @@ def test_a_stop_seen_only_through_emit_still_cancels_queued_work(tmp_path):
         stage = OrderedStage(emit, pool, max_pending=5, discard=remove)
         for i in range(5):
             stage.submit(work, i)  # 0 is sent (and refused); 1 runs; 2..4 are queued
+        submitted.set()
         assert closed.wait(DEADLINE)
         hold.set()
         with pytest.raises(StreamClosed):
