@@ -1,8 +1,9 @@
 """Benchmark: predict.py on the real Cog server vs the raw model loop, in the same run.
 
 Run ``python -m benchmarks.model.bench_server`` from the repository root (``--quick`` for a ~20 s
-smoke run; ``--json FILE`` also writes the numbers to FILE). It starts ``python -m cog.server.http``
-for predict.py (concurrency 32, as ``make serve``) with the harness in scripts/cog_server.py, and
+smoke run; ``--runs K`` repeats the whole comparison K times, 3 by default, each printed with its
+numbers; ``--json FILE`` also writes them to FILE). It starts ``python -m cog.server.http`` for
+predict.py (concurrency 32, as ``make serve``) with the harness in scripts/cog_server.py, and
 measures:
 
 One stream
@@ -15,20 +16,30 @@ One stream
     server TTFT is client-side, from sending the request to the first ``output`` event, and
     server tokens/s is tokens / (``completed`` event - send). The server's own
     ``time_to_first_token`` and ``tokens_per_second`` metrics are shown too. Raw and server runs
-    alternate (rotating which goes first); medians are reported, against two targets: server
-    tokens/s >= 95% of raw, and server TTFT <= raw TTFT + 20 ms.
+    alternate in pairs (rotating which goes first); the ratio is the median of the pairs' ratios,
+    against two targets: server tokens/s >= 95% of raw, and server TTFT <= raw TTFT + 20 ms.
 
 Concurrent predictions
     N = 1, 8, 16, 32 predictions of 256 tokens (the same prompt, seeds 1..N) started at once,
-    three ways, alternating (rotating which goes first); medians of 3 rounds.
+    three ways, one after the other in each round (rotating which goes first).
     Server: N SSE requests from N client threads; aggregate tokens/s = all tokens / wall time of
     the run, TTFT client-side (send -> first ``output`` event), p50/p99 over all streams of all
     rounds. Scheduler: the same N requests on predict.py's ``Scheduler`` (its settings) in this
     process, each channel consumed by a thread: what the server adds shows in the difference.
     Raw batch: the ceiling — N prefills, then ``engine.decode`` over all N for 255 steps, in one
     thread, no scheduler, no channels, no server (its TTFT: the N-th prefill waits for the ones
-    before it). Targets: N = 8 >= 3x and N = 32 >= 5x the tokens/s of N = 1 through the server;
-    p50 TTFT at N = 8 <= 50 ms.
+    before it). server/raw is the median over rounds of each round's ratio: the two ran seconds
+    apart, so a machine whose speed drifts (a shared one does, by +-20% within a minute) moves
+    both. Targets: server >= 95% of raw at every N; N = 8 >= 3x and N = 32 >= 5x the tokens/s of
+    N = 1 through the server; p50 TTFT at N = 8 <= 50 ms and at N = 32 <= 2x the raw loop's.
+
+Where the server's time goes (``--json`` and the table's last columns), from /proc
+(``benchmarks/proc_times.py``) over each server round, in cores (1.00 = one core the whole
+run): the model thread's CPU and its run-queue wait (runnable, no core free), the worker's other
+threads (coglet's slot threads iterating the channels, its event loop), coglet's parent process
+(HTTP, SSE), and this process — the benchmark's client — whose CPU is not the server's and is
+reported apart. ``python -m benchmarks.model.profile_server`` splits it further
+(docs/benchmarks.md).
 
 The machine is shared and small: treat single numbers as noisy. Exit status 0 either way.
 """
@@ -60,6 +71,7 @@ sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 from cog_server import CogServer, stage_predictor  # noqa: E402
 
+from benchmarks import proc_times  # noqa: E402
 from model import (  # noqa: E402
     Engine,
     SamplingParams,
@@ -84,6 +96,7 @@ TOKENS_PER_SECOND_TARGET = 0.95  # server tokens/s >= this fraction of the raw l
 TTFT_TARGET_MS = 20.0  # server TTFT <= raw TTFT + this many ms
 CONCURRENT_TARGETS = {8: 3.0, 32: 5.0}  # N at once >= this many times one stream's tokens/s
 TTFT_AT, TTFT_P50_TARGET_MS = 8, 50.0  # p50 TTFT with 8 at once <= 50 ms
+TTFT_RAW_AT, TTFT_RAW_FACTOR = 32, 2.0  # p50 TTFT with 32 at once <= 2x the raw loop's
 STREAM_TIMEOUT = 300.0  # seconds, per request
 
 
@@ -94,13 +107,24 @@ class Settings:
     batch_tokens: int
     batch_rounds: int
     batch_sizes: tuple[int, ...]
+    runs: int
 
 
 FULL = Settings(
-    stream_tokens=512, stream_rounds=5, batch_tokens=256, batch_rounds=3, batch_sizes=(1, 8, 16, 32)
+    stream_tokens=512,
+    stream_rounds=5,
+    batch_tokens=256,
+    batch_rounds=5,
+    batch_sizes=(1, 8, 16, 32),
+    runs=3,
 )
 QUICK = Settings(
-    stream_tokens=128, stream_rounds=2, batch_tokens=64, batch_rounds=1, batch_sizes=(1, 8, 16, 32)
+    stream_tokens=128,
+    stream_rounds=2,
+    batch_tokens=64,
+    batch_rounds=1,
+    batch_sizes=(1, 8, 16, 32),
+    runs=1,
 )
 
 
@@ -219,7 +243,7 @@ def bench_one_stream(server: CogServer, settings: Settings) -> dict[str, Any]:
     server_stream(server, 16, SEED)  # the server's first prediction, not timed
     raws: list[Stream] = []
     served: list[Stream] = []
-    for r in range(settings.stream_rounds):
+    for r in range(settings.stream_rounds):  # raws[r] and served[r] ran one after the other
         order = ("raw", "server") if r % 2 == 0 else ("server", "raw")
         for kind in order:
             if kind == "raw":
@@ -246,13 +270,13 @@ def bench_one_stream(server: CogServer, settings: Settings) -> dict[str, Any]:
     )
     print(f"   same text from every run: {'yes' if same else 'NO'}")
 
-    ratio = srv_rate / raw_rate
+    ratio = median([s.rate / w.rate for s, w in zip(served, raws, strict=True)])
     diff = srv_ttft - raw_ttft
     ok_rate = ratio >= TOKENS_PER_SECOND_TARGET
     ok_ttft = diff <= TTFT_TARGET_MS
     print(
-        f"   {'MET   ' if ok_rate else 'MISSED'} server tokens/s = {ratio:.1%} of raw "
-        f"(target >= {TOKENS_PER_SECOND_TARGET:.0%})"
+        f"   {'MET   ' if ok_rate else 'MISSED'} server tokens/s = {ratio:.1%} of raw, median of "
+        f"the rounds' ratios (target >= {TOKENS_PER_SECOND_TARGET:.0%})"
     )
     print(
         f"   {'MET   ' if ok_ttft else 'MISSED'} server TTFT - raw TTFT = {diff:+.1f} ms "
@@ -264,6 +288,7 @@ def bench_one_stream(server: CogServer, settings: Settings) -> dict[str, Any]:
         "server_tokens_per_s": srv_rate,
         "raw_ttft_ms": raw_ttft,
         "server_ttft_ms": srv_ttft,
+        "server_vs_raw": ratio,
         "same_text": same,
     }
 
@@ -277,6 +302,40 @@ class Run:
 
     aggregate: float  # all tokens / wall time of the whole run
     ttft: list[float]  # seconds, one per stream
+    cores: dict[str, float] | None = None  # server runs: CPU (and waits) in cores, see Cores
+
+
+class Cores:
+    """Where a server run's CPU went, in cores (CPU seconds / wall seconds), from /proc.
+
+    The model thread is the worker's busiest thread (the scheduler's: nothing else in the worker
+    comes close). ``client`` is this process (the benchmark's client threads; nothing else runs
+    here during a server round), measured with its own CPU clock, which counts ended threads.
+    """
+
+    KEYS = ("model", "model_waited", "worker_other", "parent", "client")
+
+    def __init__(self, server: CogServer) -> None:
+        assert server.pid is not None
+        self.parent = server.pid
+        self.workers = proc_times.children(server.pid)
+        self.before = proc_times.snapshot([self.parent, *self.workers])
+        self.client = time.process_time()
+
+    def end(self, wall: float) -> dict[str, float]:
+        client = time.process_time() - self.client
+        threads = proc_times.delta(self.before, proc_times.snapshot([self.parent, *self.workers]))
+        worker = [t for t in threads if t.pid != self.parent]
+        model = max(worker, key=lambda t: t.cpu, default=None)
+        parent = sum(t.cpu for t in threads if t.pid == self.parent)
+        other = sum(t.cpu for t in worker if t is not model)
+        return {
+            "model": (model.cpu if model else 0.0) / wall,
+            "model_waited": (model.waited or 0.0) / wall if model else 0.0,
+            "worker_other": other / wall,
+            "parent": parent / wall,
+            "client": client / wall,
+        }
 
 
 def run_together(jobs: Sequence[Callable[[], T]]) -> tuple[list[T], float]:
@@ -298,10 +357,11 @@ def run_together(jobs: Sequence[Callable[[], T]]) -> tuple[list[T], float]:
 
 def server_run(server: CogServer, n_streams: int, n_tokens: int) -> Run:
     """N SSE predictions at once; TTFT client-side, from sending to the first output event."""
+    cores = Cores(server)
     results, wall = run_together(
         [lambda i=i: server_stream(server, n_tokens, SEED + i) for i in range(n_streams)]
     )
-    return Run(n_streams * n_tokens / wall, [r.ttft for r in results])
+    return Run(n_streams * n_tokens / wall, [r.ttft for r in results], cores.end(wall))
 
 
 def scheduler_run(scheduler: Scheduler, n_streams: int, n_tokens: int) -> Run:
@@ -339,6 +399,8 @@ def raw_run(engine: Engine, n_streams: int, n_tokens: int) -> Run:
             ttft.append(time.perf_counter() - start)
         for _ in range(n_tokens - 1):
             engine.decode(seqs)
+        for seq in seqs:
+            engine.release(seq)
         return Run(n_streams * n_tokens / (time.perf_counter() - start), ttft)
 
     return in_thread(body, "raw-batch")
@@ -349,16 +411,15 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else math.nan
 
 
-def bench_concurrent(server: CogServer, settings: Settings) -> list[dict[str, Any]]:
+def bench_concurrent(server: CogServer, settings: Settings, engine: Engine) -> list[dict[str, Any]]:
     n = settings.batch_tokens
     print(
         f"\n2. N predictions at once, {n} tokens each ({PROMPT!r}, seeds {SEED}..{SEED}+N-1): "
         f"through the server (SSE, concurrency {server.concurrency}), through predict.py's "
         f"scheduler in this process (no server), and the raw batch-N prefill + decode loop "
-        f"(the ceiling); median of {settings.batch_rounds} round(s), TTFT over all of them"
+        f"(the ceiling); {settings.batch_rounds} round(s), one of each kind per round; "
+        f"medians of the rounds, TTFT over all of them"
     )
-    engine = in_thread(lambda: load_model(), "raw-load")
-    engine.warmup()
     scheduler = Scheduler(
         engine,
         max_batch_size=MAX_BATCH_SIZE,
@@ -386,31 +447,56 @@ def bench_concurrent(server: CogServer, settings: Settings) -> list[dict[str, An
     def agg(kind: str, b: int) -> float:
         return median([x.aggregate for x in runs[kind][b]])
 
+    def ratio(kind: str, b: int) -> float:  # median of the rounds' kind/raw ratios
+        pairs = zip(runs[kind][b], runs["raw"][b], strict=True)
+        return median([x.aggregate / w.aggregate for x, w in pairs])
+
     def ttfts(kind: str, b: int) -> list[float]:
         return [t * 1e3 for x in runs[kind][b] for t in x.ttft]
 
+    def cores(b: int, key: str) -> float:
+        return median([x.cores[key] for x in runs["server"][b] if x.cores is not None])
+
     one = agg("server", settings.batch_sizes[0])
     print(
-        f"   {'N':>3}  {'server':>8}  {'vs N=1':>6}  {'TTFT p50/p99':>13}  "
-        f"{'scheduler':>9}  {'TTFT p50/p99':>13}  {'raw batch':>9}  {'TTFT p50':>8}  "
-        f"{'server/raw':>10}"
+        f"   {'N':>3}  {'server':>7}  {'vs N=1':>6}  {'TTFT p50/p99':>13}  {'sched.':>7}  "
+        f"{'raw':>7}  {'TTFT p50':>8}  {'server/raw':>10}  {'sched/raw':>9}  "
+        f"{'cores: model (waited)  worker  parent  client':>45}"
     )
-    print(f"   {'':3}  {'tok/s':>8}  {'':6}  {'ms':>13}  {'tok/s':>9}  {'ms':>13}  {'tok/s':>9}")
+    print(f"   {'':3}  {'tok/s':>7}  {'':6}  {'ms':>13}  {'tok/s':>7}  {'tok/s':>7}  {'ms':>8}")
     for b in settings.batch_sizes:
-        srv, sch = ttfts("server", b), ttfts("scheduler", b)
+        srv = ttfts("server", b)
         print(
-            f"   {b:3d}  {agg('server', b):8.0f}  {agg('server', b) / one:5.2f}x  "
+            f"   {b:3d}  {agg('server', b):7.0f}  {agg('server', b) / one:5.2f}x  "
             f"{percentile(srv, 0.5):6.1f}/{percentile(srv, 0.99):6.1f}  "
-            f"{agg('scheduler', b):9.0f}  "
-            f"{percentile(sch, 0.5):6.1f}/{percentile(sch, 0.99):6.1f}  "
-            f"{agg('raw', b):9.0f}  {percentile(ttfts('raw', b), 0.5):8.1f}  "
-            f"{agg('server', b) / agg('raw', b):10.1%}"
+            f"{agg('scheduler', b):7.0f}  {agg('raw', b):7.0f}  "
+            f"{percentile(ttfts('raw', b), 0.5):8.1f}  {ratio('server', b):10.1%}  "
+            f"{ratio('scheduler', b):9.1%}  {'':8}{cores(b, 'model'):.2f} "
+            f"({cores(b, 'model_waited'):.2f})  {cores(b, 'worker_other'):6.2f}  "
+            f"{cores(b, 'parent'):6.2f}  {cores(b, 'client'):6.2f}"
+        )
+    print(
+        "   server/raw per round: "
+        + "; ".join(
+            f"N={b} "
+            + " ".join(
+                f"{x.aggregate / w.aggregate:.0%}"
+                for x, w in zip(runs["server"][b], runs["raw"][b], strict=True)
+            )
+            for b in settings.batch_sizes
+        )
+    )
+    for b in settings.batch_sizes:
+        ok = ratio("server", b) >= TOKENS_PER_SECOND_TARGET
+        print(
+            f"   {'MET   ' if ok else 'MISSED'} N={b}: server = {ratio('server', b):.1%} of the "
+            f"raw batch loop's tokens/s (target >= {TOKENS_PER_SECOND_TARGET:.0%})"
         )
     for b, target in CONCURRENT_TARGETS.items():
         if b in settings.batch_sizes:
-            ratio = agg("server", b) / one
+            x = agg("server", b) / one
             print(
-                f"   {'MET   ' if ratio >= target else 'MISSED'} {b} concurrent = {ratio:.2f}x "
+                f"   {'MET   ' if x >= target else 'MISSED'} {b} concurrent = {x:.2f}x "
                 f"one stream's tokens/s through the server (target >= {target:g}x)"
             )
     if TTFT_AT in settings.batch_sizes:
@@ -419,6 +505,15 @@ def bench_concurrent(server: CogServer, settings: Settings) -> list[dict[str, An
             f"   {'MET   ' if p50 <= TTFT_P50_TARGET_MS else 'MISSED'} p50 TTFT at {TTFT_AT} "
             f"concurrent = {p50:.1f} ms (target <= {TTFT_P50_TARGET_MS:g} ms)"
         )
+    if TTFT_RAW_AT in settings.batch_sizes:
+        p50 = percentile(ttfts("server", TTFT_RAW_AT), 0.5)
+        raw_p50 = percentile(ttfts("raw", TTFT_RAW_AT), 0.5)
+        x = p50 / raw_p50
+        print(
+            f"   {'MET   ' if x <= TTFT_RAW_FACTOR else 'MISSED'} p50 TTFT at {TTFT_RAW_AT} "
+            f"concurrent = {p50:.1f} ms = {x:.2f}x the raw loop's {raw_p50:.1f} ms "
+            f"(target <= {TTFT_RAW_FACTOR:g}x)"
+        )
     return [
         {
             "n": b,
@@ -426,10 +521,16 @@ def bench_concurrent(server: CogServer, settings: Settings) -> list[dict[str, An
             "server_tokens_per_s": agg("server", b),
             "scheduler_tokens_per_s": agg("scheduler", b),
             "raw_tokens_per_s": agg("raw", b),
-            "server_vs_raw": agg("server", b) / agg("raw", b),
+            "server_vs_raw": ratio("server", b),
+            "scheduler_vs_raw": ratio("scheduler", b),
+            "server_vs_raw_rounds": [
+                x.aggregate / w.aggregate
+                for x, w in zip(runs["server"][b], runs["raw"][b], strict=True)
+            ],
             "server_ttft_ms_p50": percentile(ttfts("server", b), 0.5),
             "server_ttft_ms_p99": percentile(ttfts("server", b), 0.99),
             "raw_ttft_ms_p50": percentile(ttfts("raw", b), 0.5),
+            "server_cores": {key: cores(b, key) for key in Cores.KEYS},
         }
         for b in settings.batch_sizes
     ]
@@ -450,10 +551,14 @@ def machine_line() -> str:
     )
 
 
-def run(settings: Settings) -> dict[str, Any]:
+def run(settings: Settings, runs: int) -> dict[str, Any]:
+    """``runs`` whole comparisons against one server; each printed with its numbers."""
     resolve_weights_path()  # WeightsError now rather than a server that fails its setup
     set_threads_like_predictor()
     print(machine_line(), flush=True)
+    engine = in_thread(lambda: load_model(), "raw-load")  # the raw batch loop's
+    engine.warmup()
+    results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench_server-") as tmp:
         cwd = stage_predictor(REPO_ROOT / "predict.py", Path(tmp) / "predictor")
         started = time.perf_counter()
@@ -464,20 +569,35 @@ def run(settings: Settings) -> dict[str, Any]:
             startup_timeout=120.0,
         ) as server:
             print(f"server ready in {time.perf_counter() - started:.1f}s", flush=True)
-            return {
-                "machine": machine_line(),
-                "one_stream": bench_one_stream(server, settings),
-                "concurrent": bench_concurrent(server, settings),
-            }
+            for k in range(runs):
+                if runs > 1:
+                    print(f"\n── run {k + 1} of {runs} ──", flush=True)
+                results.append(
+                    {
+                        "one_stream": bench_one_stream(server, settings),
+                        "concurrent": bench_concurrent(server, settings, engine),
+                    }
+                )
+    if runs > 1:
+        print("\nserver / raw, each run (median of its rounds; target >= 95%):")
+        print("   " + "".join(f"{'run ' + str(k + 1):>9}" for k in range(runs)))
+        rows = [("one stream", [r["one_stream"]["server_vs_raw"] for r in results])]
+        for i, b in enumerate(settings.batch_sizes):
+            rows.append((f"N = {b}", [r["concurrent"][i]["server_vs_raw"] for r in results]))
+        for label, values in rows:
+            print(f"   {label:10}" + "".join(f"{v:9.1%}" for v in values))
+    return {"machine": machine_line(), **results[-1], "runs": results}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.model.bench_server")
     ap.add_argument("--quick", action="store_true", help="fewer tokens and rounds (smoke run)")
+    ap.add_argument("--runs", type=int, help="whole comparisons (default: 3, --quick: 1)")
     ap.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
     args = ap.parse_args()
+    settings = QUICK if args.quick else FULL
     try:
-        numbers = run(QUICK if args.quick else FULL)
+        numbers = run(settings, args.runs or settings.runs)
         if args.json is not None:
             args.json.write_text(json.dumps(numbers, indent=2) + "\n")
     except WeightsError as e:

@@ -1,0 +1,263 @@
+"""Where the server's time goes: predict.py on the real Cog server, profiled, against the raw loop.
+
+Run ``python -m benchmarks.model.profile_server`` from the repository root (``make profile``;
+``--n 8 32`` the loads, ``--rounds 3`` per pass, ``--json FILE``). For each N it runs N
+predictions of 256 tokens at once (as ``bench_server``), in three passes against one server:
+
+1. **Unprofiled**, each server round right after a raw batch-N loop in this process (rotating
+   which goes first): tokens/s of both, and from /proc (``benchmarks/proc_times.py``) where the
+   server's CPU went — the model thread's CPU, its run-queue wait (runnable, no core free) and
+   the rest of its wall time asleep; the worker's other threads; coglet's parent process; and
+   this process, the client (its own CPU clock), which is not the server's.
+2. **py-spy, active samples** (``py-spy record --nonblocking``, no ``--idle``) on the worker:
+   what the model thread runs while on a core, by the innermost frame of this repository —
+   ``model/gpt.py`` / ``engine.py`` and the torch calls under them (model compute),
+   ``model/sampling.py`` (sampling), ``model/scheduler.py`` / ``text.py`` (scheduler
+   bookkeeping), ``threading_utils/`` (channel hand-offs), ``predict.py`` (the listener's logs and
+   metrics); and what the worker's other threads run (the channels' consumer side, or coglet).
+3. **py-spy with ``--idle``**: the model thread's samples asleep in the scheduler's wake-up wait
+   (no work: before the round's first request and after its last) — the rest of its sleep is
+   waiting for the GIL.
+
+py-spy reads the worker's memory without stopping it (``--nonblocking``), so its sampling costs
+the worker nothing, but it runs on the same cores: passes 2 and 3 print their own tokens/s, and
+the table's shares come from them while the cores come from pass 1. It sees Python threads only:
+coglet's parent (Rust) is measured by its CPU alone. Linux only; py-spy from requirements-dev.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks import proc_times
+from benchmarks.model.bench_server import (  # also puts scripts/ on sys.path
+    MAX_CONCURRENCY,
+    REPO_ROOT,
+    CogServer,
+    Cores,
+    in_thread,
+    machine_line,
+    raw_run,
+    server_run,
+    set_threads_like_predictor,
+    stage_predictor,
+)
+from model import load_model, resolve_weights_path
+
+TOKENS = 256
+RATE = 100  # py-spy samples per second
+
+# The model thread's on-CPU samples, by the innermost frame in one of these files.
+CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("model compute", ("model/gpt.py", "model/engine.py")),
+    ("sampling", ("model/sampling.py",)),
+    ("scheduler bookkeeping", ("model/scheduler.py", "model/text.py")),
+    ("channel hand-offs", ("threading_utils/",)),
+    ("listener: logs, metrics", ("predict.py",)),
+)
+
+
+def classify(stack: list[str]) -> str:
+    """The category of one sample (frames root first, as py-spy writes them)."""
+    for frame in reversed(stack):
+        for name, files in CATEGORIES:
+            if any(f"({f}" in frame or f" {f}" in frame for f in files):
+                return name
+    return "other"
+
+
+def spy(worker: int, idle: bool, out: Path) -> subprocess.Popen[bytes]:
+    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    cmd = [exe, "record", "--pid", str(worker), "--nonblocking", "--threads", "-r", str(RATE)]
+    cmd += ["--format", "raw", "-o", str(out)] + (["--idle"] if idle else [])
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # py-spy attaches
+    return proc
+
+
+def read_samples(path: Path) -> list[tuple[list[str], int]]:
+    samples = []
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack:
+            samples.append((stack.split(";"), int(count)))
+    return samples
+
+
+def model_thread_samples(samples: list[tuple[list[str], int]]) -> list[tuple[list[str], int]]:
+    return [(s, n) for s, n in samples if any("Scheduler._loop" in f for f in s)]
+
+
+def waiting_for_work(stack: list[str]) -> bool:
+    """The scheduler thread asleep in its loop's wake-up wait (nothing to run)."""
+    for i, frame in enumerate(stack[:-1]):
+        if "Scheduler._loop" in frame:
+            return stack[i + 1].startswith("Event.wait")
+    return False
+
+
+def profiled(
+    server: CogServer, worker: int, n: int, rounds: int, idle: bool, out: Path
+) -> tuple[list[float], list[tuple[list[str], int]], float]:
+    """Server rounds under py-spy: their tokens/s, the samples, and the seconds py-spy
+    sampled outside the rounds (before, between and after them)."""
+    proc = spy(worker, idle, out)
+    started = time.monotonic()
+    walls = 0.0
+    rates = []
+    try:
+        for _ in range(rounds):
+            rate = server_run(server, n, TOKENS).aggregate
+            rates.append(rate)
+            walls += n * TOKENS / rate
+    finally:
+        proc.send_signal(2)  # SIGINT: py-spy writes its file and exits
+        stopped = time.monotonic()
+        proc.wait(timeout=60)
+    return rates, read_samples(out), max(0.0, stopped - started + 1.0 - walls)
+
+
+def profile(server: CogServer, engine: Any, n: int, rounds: int, tmp: Path) -> dict[str, Any]:
+    assert server.pid is not None
+    worker = proc_times.children(server.pid)[0]
+    server_run(server, n, 32)  # warm-up
+
+    # 1. unprofiled: server vs raw, and where the server's CPU went
+    servers, raws, cores = [], [], []
+    for r in range(rounds):
+        kinds: list[Callable[[], None]] = [
+            lambda: raws.append(raw_run(engine, n, TOKENS).aggregate),
+            lambda: servers.append(server_run(server, n, TOKENS)),
+        ]
+        for run in kinds[r % 2 :] + kinds[: r % 2]:
+            run()
+    for s in servers:
+        assert s.cores is not None
+        cores.append(s.cores)
+    ratio = statistics.median(s.aggregate / w for s, w in zip(servers, raws, strict=True))
+    core = {k: statistics.median(c[k] for c in cores) for k in Cores.KEYS}
+    asleep = max(0.0, 1.0 - core["model"] - core["model_waited"])
+
+    # 2. on-CPU split of the model thread; the other worker threads' samples
+    active_rates, active, _ = profiled(server, worker, n, rounds, False, tmp / f"active-{n}.txt")
+    model = model_thread_samples(active)
+    total = sum(c for _, c in model) or 1
+    split = Counter[str]()
+    for stack, count in model:
+        split[classify(stack)] += count
+    others = [(s, c) for s, c in active if not any("Scheduler._loop" in f for f in s)]
+    other_total = sum(c for _, c in others) or 1
+    in_channel = sum(c for s, c in others if any("threading_utils/" in f for f in s))
+    other_frames = Counter[str]()
+    for stack, count in others:
+        other_frames[" < ".join(reversed(stack[-3:]))] += count
+
+    # 3. asleep: waiting for work vs waiting for the GIL
+    idle_rates, with_idle, outside = profiled(
+        server, worker, n, rounds, True, tmp / f"idle-{n}.txt"
+    )
+    model_idle = model_thread_samples(with_idle)
+    # the thread waits for work outside the rounds too: take those seconds' samples off
+    outside_samples = outside * RATE
+    idle_total = max(1.0, sum(c for _, c in model_idle) - outside_samples)
+    no_work = max(0.0, sum(c for s, c in model_idle if waiting_for_work(s)) - outside_samples)
+    no_work_share = min(asleep, no_work / idle_total)
+
+    on_cpu = core["model"]
+    rows = {name: on_cpu * split[name] / total for name, _ in CATEGORIES}
+    rows["other (model thread)"] = on_cpu * split["other"] / total
+    rows["waiting for a core (run queue)"] = core["model_waited"]
+    rows["waiting for the GIL"] = max(0.0, asleep - no_work_share)
+    rows["waiting for work (round start/end)"] = no_work_share
+    return {
+        "n": n,
+        "server_tokens_per_s": statistics.median(s.aggregate for s in servers),
+        "raw_tokens_per_s": statistics.median(raws),
+        "server_vs_raw": ratio,
+        "profiled_tokens_per_s": statistics.median(active_rates + idle_rates),
+        "model_thread": rows,  # shares of the model thread's wall time
+        "cores": core,  # CPU in cores over the server rounds
+        "worker_other_in_channel": in_channel / other_total,
+        "samples": {"active": total, "idle": idle_total},
+        "worker_other_top_frames": {
+            frame: count / other_total for frame, count in other_frames.most_common(8)
+        },
+    }
+
+
+def report(results: list[dict[str, Any]]) -> str:
+    ns = [r["n"] for r in results]
+    head = "| | " + " | ".join(f"N = {n}" for n in ns) + " |"
+    lines = [head, "| --- |" + " --- |" * len(ns)]
+
+    def row(label: str, values: list[str]) -> None:
+        lines.append(f"| {label} | " + " | ".join(values) + " |")
+
+    row("server / raw tokens/s", [f"{r['server_vs_raw']:.1%}" for r in results])
+    row(
+        "server, raw tokens/s (profiled)",
+        [
+            f"{r['server_tokens_per_s']:.0f}, {r['raw_tokens_per_s']:.0f} "
+            f"({r['profiled_tokens_per_s']:.0f})"
+            for r in results
+        ],
+    )
+    row("**model thread, share of its wall time**", ["" for _ in results])
+    for key in results[0]["model_thread"]:
+        row(key, [f"{r['model_thread'][key]:.1%}" for r in results])
+    row("**CPU elsewhere, in cores**", ["" for _ in results])
+    row(
+        "worker's other threads (coglet's slots iterating the channels, its event loop)",
+        [
+            f"{r['cores']['worker_other']:.3f} ({r['worker_other_in_channel']:.0%} of their "
+            f"samples in threading_utils)"
+            for r in results
+        ],
+    )
+    row("coglet's parent (Rust: HTTP, SSE, IPC)", [f"{r['cores']['parent']:.3f}" for r in results])
+    row(
+        "client (this process: N threads reading SSE)",
+        [f"{r['cores']['client']:.3f}" for r in results],
+    )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.model.profile_server")
+    ap.add_argument("--n", type=int, nargs="+", default=[8, 32], help="predictions at once")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds per pass")
+    ap.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
+    args = ap.parse_args()
+    resolve_weights_path()
+    set_threads_like_predictor()
+    print(machine_line(), flush=True)
+    engine = in_thread(lambda: load_model(), "raw-load")
+    engine.warmup()
+    with tempfile.TemporaryDirectory(prefix="profile_server-") as tmp_name:
+        tmp = Path(tmp_name)
+        cwd = stage_predictor(REPO_ROOT / "predict.py", tmp / "predictor")
+        with CogServer(
+            "predict.py:Predictor", cwd=cwd, concurrency=MAX_CONCURRENCY, startup_timeout=120.0
+        ) as server:
+            results = []
+            for n in args.n:
+                print(f"N = {n}: {args.rounds} rounds x 3 passes ...", flush=True)
+                results.append(profile(server, engine, n, args.rounds, tmp))
+    print(report(results))
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
