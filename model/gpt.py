@@ -265,12 +265,26 @@ class _PoolRows:
         self.at: int | None = pos[0] if self.in_order and self.same_pos else None
         self.slots = torch.tensor([s - self.lo for s in slots], device=device)  # (b,) in span
         self.pos = torch.tensor(pos, device=device)  # (b,)
-        self.mask: Tensor | None = None  # (P, 1, 1, L): each slot's valid keys
+        # Rows at different positions (requests that joined in different steps: the usual case
+        # under continuous batching) are set up here, once per step, so that each layer costs
+        # the same number of torch calls as when they are aligned: `index` says where each
+        # row's new key goes in the flattened pool, `bias` is 0 on each slot's valid keys and
+        # -inf elsewhere, added by the scores' matmul itself.
+        self.index: Tensor | None = None  # (b * H,) into the span's (P * H * block) rows
+        self.bias: Tensor | None = None  # (P * H, 1, L)
         if self.at is None:
-            pos_p = torch.zeros(self.hi - self.lo, dtype=torch.long, device=device)
-            pos_p[self.slots] = self.pos  # slots not in the batch see position 0 only
+            H, block = pool.k.shape[2], pool.k.shape[3]
+            heads = torch.arange(H, device=device)
+            self.index = ((self.slots[:, None] * H + heads) * block + self.pos[:, None]).view(-1)
+            if self.in_order:
+                pos_p = self.pos
+            else:
+                pos_p = torch.zeros(self.hi - self.lo, dtype=torch.long, device=device)
+                pos_p[self.slots] = self.pos  # slots not in the batch see position 0 only
             keys = torch.arange(self.length, device=device)
-            self.mask = (keys[None, :] <= pos_p[:, None])[:, None, None, :]
+            bias = torch.zeros(pos_p.shape[0], self.length, dtype=pool.k.dtype, device=device)
+            bias.masked_fill_(keys[None, :] > pos_p[:, None], float("-inf"))  # (P, L)
+            self.bias = bias[:, None, None, :].expand(-1, H, 1, -1).reshape(-1, 1, self.length)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, layer: int) -> Tensor:
         """q, k, v: (b, H, 1, D) of these rows; writes k, v at their positions, returns y."""
@@ -280,8 +294,10 @@ class _PoolRows:
             k_pool[:, :, self.at] = k[:, :, 0]
             v_pool[:, :, self.at] = v[:, :, 0]
         else:
-            k_pool[self.slots, :, self.pos] = k[:, :, 0]
-            v_pool[self.slots, :, self.pos] = v[:, :, 0]
+            assert self.index is not None
+            D = k.shape[-1]
+            k_pool.view(-1, D).index_copy_(0, self.index, k[:, :, 0].reshape(-1, D))
+            v_pool.view(-1, D).index_copy_(0, self.index, v[:, :, 0].reshape(-1, D))
         if self.in_order:
             q_p = q
         else:
@@ -292,11 +308,18 @@ class _PoolRows:
             return F.scaled_dot_product_attention(q_p, k_pool[:, :, :L], v_pool[:, :, :L])
         # Attention written out: torch's CPU SDPA kernel tiles the query dimension, so with one
         # query per row it runs several times slower than these two batched matmuls.
-        scores = q_p @ k_pool[:, :, :L].transpose(-1, -2)  # (P, H, 1, L), no copy of the pool
-        scores = scores * (1.0 / math.sqrt(q.shape[-1]))
-        if self.mask is not None:
-            scores = scores.masked_fill(~self.mask, float("-inf"))
-        y = torch.softmax(scores, dim=-1) @ v_pool[:, :, :L]  # (P, H, 1, D)
+        scale = 1.0 / math.sqrt(q.shape[-1])
+        if self.bias is None:  # aligned rows: every key up to L is valid
+            scores = q_p @ k_pool[:, :, :L].transpose(-1, -2)  # (P, H, 1, L), no copy of the pool
+            y = torch.softmax(scores * scale, dim=-1) @ v_pool[:, :, :L]  # (P, H, 1, D)
+        else:  # bias + scale * q k^T in one call, over (P * H) views of the pool
+            P, H, _, D = q_p.shape
+            keys = k_pool[:, :, :L].reshape(P * H, L, D)  # a view: the slots are contiguous
+            scores = torch.baddbmm(
+                self.bias, q_p.reshape(P * H, 1, D), keys.transpose(1, 2), alpha=scale
+            )
+            values = v_pool[:, :, :L].reshape(P * H, L, D)
+            y = torch.bmm(torch.softmax(scores, dim=-1), values).view(P, H, 1, D)
         return y if self.in_order else y[self.slots]
 
 
