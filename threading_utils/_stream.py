@@ -126,6 +126,32 @@ def stop_requested() -> bool:
     return stream is not None and stream.stop
 
 
+class _Signal:
+    """A one-consumer ``threading.Event`` on one C-level lock: held = clear, released = set.
+
+    ``set`` is one ``release`` in the producer's thread (``Event.set`` runs a Python-level
+    ``Condition`` under the GIL the producer shares with the model), and ``wait`` one timed
+    ``acquire``. Only the consumer clears or waits; setting a set signal does nothing.
+    """
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def set(self) -> None:
+        with contextlib.suppress(RuntimeError):  # already set
+            self._lock.release()
+
+    def clear(self) -> None:
+        self._lock.acquire(blocking=False)
+
+    def wait(self, timeout: float) -> bool:
+        """True once set (and clear again); False after ``timeout`` seconds."""
+        return self._lock.acquire(timeout=timeout)
+
+
 class _Stream(Generic[T]):
     """The state shared by one producer thread and one consumer.
 
@@ -140,7 +166,6 @@ class _Stream(Generic[T]):
         "captured",
         "done",
         "error",
-        "event",
         "executor",
         "fn",
         "future",
@@ -151,6 +176,7 @@ class _Stream(Generic[T]):
         "lock",
         "low",
         "producer_waiting",
+        "signal",
         "space",
         "started",
         "stop",
@@ -179,7 +205,7 @@ class _Stream(Generic[T]):
         self.low = max_queue_size // 2
         self.lock = threading.Lock()
         self.waiter: Callable[[], object] | None = None
-        self.event = threading.Event()  # the sync consumer's waiter
+        self.signal = _Signal()  # the sync consumer's waiter
         self.space = threading.Event()  # the producer's wait for room
         self.producer_waiting = False
         self.stop = False
@@ -367,17 +393,17 @@ class _Stream(Generic[T]):
 
     def wait_sync(self, deadline: float | None = None) -> None:
         """Sleep until there is work (or ``deadline``, a ``time.monotonic()`` value)."""
-        event = self.event
-        event.clear()
-        waiter = event.set
+        signal = self.signal
+        signal.clear()
+        waiter = signal.set
         if not self.publish(waiter):
             return
         try:
             if deadline is None:
-                while not event.wait(_WAIT_SLICE):
+                while not signal.wait(_WAIT_SLICE):
                     pass
             else:
-                while not event.wait(min(_WAIT_SLICE, max(0.0, deadline - time.monotonic()))):
+                while not signal.wait(min(_WAIT_SLICE, max(0.0, deadline - time.monotonic()))):
                     if time.monotonic() >= deadline:
                         return
         finally:
