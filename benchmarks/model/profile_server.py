@@ -4,11 +4,16 @@ Run ``python -m benchmarks.model.profile_server`` from the repository root (``ma
 ``--n 8 32`` the loads, ``--rounds 3`` per pass, ``--json FILE``). For each N it runs N
 predictions of 256 tokens at once (as ``bench_server``), in three passes against one server:
 
-1. **Unprofiled**, each server round right after a raw batch-N loop in this process (rotating
-   which goes first): tokens/s of both, and from /proc (``benchmarks/proc_times.py``) where the
-   server's CPU went — the model thread's CPU, its run-queue wait (runnable, no core free) and
-   the rest of its wall time asleep; the worker's other threads; coglet's parent process; and
-   this process, the client (its own CPU clock), which is not the server's.
+1. **Unprofiled**, four kinds one after the other in each round (rotating which goes first):
+   the raw batch-N loop in this process; the same loop inside a coglet worker, and predict.py's
+   scheduler there with its channels read by threads of that worker instead of coglet's output
+   path (``benchmarks/model/worker_probe.py``, served by a second server); and the server.
+   Their tokens/s as medians of the rounds' ratios to the raw loop, which split the server's
+   loss into being in coglet's worker, the scheduler, and coglet's streaming path. And from
+   /proc (``benchmarks/proc_times.py``) where the server's CPU went — the model thread's CPU,
+   its run-queue wait (runnable, no core free) and the rest of its wall time asleep; the
+   worker's other threads; coglet's parent process; and this process, the client (its own CPU
+   clock), which is not the server's.
 2. **py-spy, active samples** (``py-spy record --nonblocking``, no ``--idle``) on the worker:
    what the model thread runs while on a core, by the innermost frame of this repository —
    ``model/gpt.py`` / ``engine.py`` and the torch calls under them (model compute),
@@ -128,24 +133,43 @@ def profiled(
     return rates, read_samples(out), max(0.0, stopped - started + 1.0 - walls)
 
 
-def profile(server: CogServer, engine: Any, n: int, rounds: int, tmp: Path) -> dict[str, Any]:
+def in_worker(probe: CogServer, n: int, raw: bool) -> float:
+    """tokens/s of worker_probe.py's raw loop (``raw``) or scheduler, inside its worker."""
+    status, body = probe.predict({"n": n, "tokens": TOKENS, "raw": raw}, timeout=600.0)
+    if status != 200 or not isinstance(body, dict) or body.get("status") != "succeeded":
+        raise RuntimeError(f"worker probe answered {status}: {body}")
+    return float(body["output"])
+
+
+def profile(
+    server: CogServer, probe: CogServer, engine: Any, n: int, rounds: int, tmp: Path
+) -> dict[str, Any]:
     assert server.pid is not None
     worker = proc_times.children(server.pid)[0]
-    server_run(server, n, 32)  # warm-up
+    server_run(server, n, 32)  # warm-ups
+    in_worker(probe, n, True)
+    in_worker(probe, n, False)
 
     # 1. unprofiled: server vs raw, and where the server's CPU went
-    servers, raws, cores = [], [], []
+    servers, raws, raws_in_worker, scheduled_in_worker = [], [], [], []
     for r in range(rounds):
         kinds: list[Callable[[], None]] = [
             lambda: raws.append(raw_run(engine, n, TOKENS).aggregate),
+            lambda: raws_in_worker.append(in_worker(probe, n, True)),
+            lambda: scheduled_in_worker.append(in_worker(probe, n, False)),
             lambda: servers.append(server_run(server, n, TOKENS)),
         ]
-        for run in kinds[r % 2 :] + kinds[: r % 2]:
+        for run in kinds[r % 4 :] + kinds[: r % 4]:
             run()
+    cores = []
     for s in servers:
         assert s.cores is not None
         cores.append(s.cores)
-    ratio = statistics.median(s.aggregate / w for s, w in zip(servers, raws, strict=True))
+
+    def vs_raw(rates: list[float]) -> float:
+        return statistics.median(x / w for x, w in zip(rates, raws, strict=True))
+
+    ratio = vs_raw([s.aggregate for s in servers])
     core = {k: statistics.median(c[k] for c in cores) for k in Cores.KEYS}
     asleep = max(0.0, 1.0 - core["model"] - core["model_waited"])
 
@@ -185,6 +209,8 @@ def profile(server: CogServer, engine: Any, n: int, rounds: int, tmp: Path) -> d
         "server_tokens_per_s": statistics.median(s.aggregate for s in servers),
         "raw_tokens_per_s": statistics.median(raws),
         "server_vs_raw": ratio,
+        "raw_in_worker_vs_raw": vs_raw(raws_in_worker),
+        "scheduler_in_worker_vs_raw": vs_raw(scheduled_in_worker),
         "profiled_tokens_per_s": statistics.median(active_rates + idle_rates),
         "model_thread": rows,  # shares of the model thread's wall time
         "cores": core,  # CPU in cores over the server rounds
@@ -204,7 +230,13 @@ def report(results: list[dict[str, Any]]) -> str:
     def row(label: str, values: list[str]) -> None:
         lines.append(f"| {label} | " + " | ".join(values) + " |")
 
-    row("server / raw tokens/s", [f"{r['server_vs_raw']:.1%}" for r in results])
+    row("**tokens/s vs the raw loop in this process**", ["" for _ in results])
+    row("raw loop inside a coglet worker", [f"{r['raw_in_worker_vs_raw']:.1%}" for r in results])
+    row(
+        "scheduler inside that worker, channels read by its threads (no streaming)",
+        [f"{r['scheduler_in_worker_vs_raw']:.1%}" for r in results],
+    )
+    row("server: predict.py over SSE", [f"{r['server_vs_raw']:.1%}" for r in results])
     row(
         "server, raw tokens/s (profiled)",
         [
@@ -247,13 +279,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="profile_server-") as tmp_name:
         tmp = Path(tmp_name)
         cwd = stage_predictor(REPO_ROOT / "predict.py", tmp / "predictor")
-        with CogServer(
-            "predict.py:Predictor", cwd=cwd, concurrency=MAX_CONCURRENCY, startup_timeout=120.0
-        ) as server:
+        probe_cwd = stage_predictor(REPO_ROOT / "predict.py", tmp / "probe")
+        shutil.copy(Path(__file__).with_name("worker_probe.py"), probe_cwd)
+        with (
+            CogServer(
+                "predict.py:Predictor", cwd=cwd, concurrency=MAX_CONCURRENCY, startup_timeout=120.0
+            ) as server,
+            CogServer("worker_probe.py:Predictor", cwd=probe_cwd, startup_timeout=120.0) as probe,
+        ):
             results = []
             for n in args.n:
                 print(f"N = {n}: {args.rounds} rounds x 3 passes ...", flush=True)
-                results.append(profile(server, engine, n, args.rounds, tmp))
+                results.append(profile(server, probe, engine, n, args.rounds, tmp))
     print(report(results))
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
