@@ -1,8 +1,9 @@
 """Benchmark: predict.py on the real Cog server vs the raw model loop, in the same run.
 
-Run ``python -m benchmarks.model.bench_server`` from the repository root (``--quick`` for a ~20 s
-smoke run; ``--runs K`` repeats the whole comparison K times, 3 by default, each printed with its
-numbers; ``--json FILE`` also writes them to FILE). It starts ``python -m cog.server.http`` for
+Run ``python -m benchmarks.model.bench_server`` from the repository root (``--quick``: fewer
+tokens, a ~1 min run, as ``make gpu-check`` runs it; ``--runs K`` repeats the whole comparison
+K times, 3 by default, each printed with its numbers; ``--json FILE`` also writes them to
+FILE). It starts ``python -m cog.server.http`` for
 predict.py (concurrency 32, as ``make serve``) with the harness in scripts/cog_server.py, and
 measures:
 
@@ -118,11 +119,11 @@ FULL = Settings(
     batch_sizes=(1, 8, 16, 32),
     runs=3,
 )
-QUICK = Settings(
+QUICK = Settings(  # gpu-check's: three rounds, so that each ratio is a median
     stream_tokens=128,
-    stream_rounds=2,
+    stream_rounds=3,
     batch_tokens=64,
-    batch_rounds=1,
+    batch_rounds=3,
     batch_sizes=(1, 8, 16, 32),
     runs=1,
 )
@@ -591,7 +592,7 @@ def run(settings: Settings, runs: int) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.model.bench_server")
-    ap.add_argument("--quick", action="store_true", help="fewer tokens and rounds (smoke run)")
+    ap.add_argument("--quick", action="store_true", help="fewer tokens (gpu-check's run)")
     ap.add_argument("--runs", type=int, help="whole comparisons (default: 3, --quick: 1)")
     ap.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
     args = ap.parse_args()
