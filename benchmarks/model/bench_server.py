@@ -304,6 +304,7 @@ class Run:
     aggregate: float  # all tokens / wall time of the whole run
     ttft: list[float]  # seconds, one per stream
     cores: dict[str, float] | None = None  # server runs: CPU (and waits) in cores, see Cores
+    cpu: float | None = None  # raw runs: the loop thread's CPU seconds
 
 
 class Cores:
@@ -393,6 +394,7 @@ def raw_run(engine: Engine, n_streams: int, n_tokens: int) -> Run:
     def body() -> Run:
         torch.set_num_threads(TORCH_THREADS)
         start = time.perf_counter()
+        cpu = time.thread_time()
         seqs, ttft = [], []
         for i in range(n_streams):
             params = SamplingParams(seed=SEED + i, **SAMPLING)
@@ -402,7 +404,8 @@ def raw_run(engine: Engine, n_streams: int, n_tokens: int) -> Run:
             engine.decode(seqs)
         for seq in seqs:
             engine.release(seq)
-        return Run(n_streams * n_tokens / (time.perf_counter() - start), ttft)
+        wall = time.perf_counter() - start
+        return Run(n_streams * n_tokens / wall, ttft, cpu=time.thread_time() - cpu)
 
     return in_thread(body, "raw-batch")
 

@@ -19,7 +19,9 @@ predictions of 256 tokens at once (as ``bench_server``), in three passes against
    ``model/gpt.py`` / ``engine.py`` and the torch calls under them (model compute),
    ``model/sampling.py`` (sampling), ``model/scheduler.py`` / ``text.py`` (scheduler
    bookkeeping), ``threading_utils/`` (channel hand-offs), ``predict.py`` (the listener's logs and
-   metrics); and what the worker's other threads run (the channels' consumer side, or coglet).
+   metrics). (The worker's other threads are counted by their CPU from pass 1 only: without
+   native frames py-spy takes a thread asleep in a C-level lock for a running one. The JSON
+   keeps their most sampled frames, for reading.)
 3. **py-spy with ``--idle``**: the model thread's samples asleep in the scheduler's wake-up wait
    (no work: before the round's first request and after its last) — the rest of its sleep is
    waiting for the GIL.
@@ -159,7 +161,7 @@ def profile(
     servers, raws, raws_in_worker, scheduled_in_worker = [], [], [], []
     for r in range(rounds):
         kinds: list[Callable[[], None]] = [
-            lambda: raws.append(raw_run(engine, n, TOKENS).aggregate),
+            lambda: raws.append(raw_run(engine, n, TOKENS)),
             lambda: raws_in_worker.append(in_worker(probe, n, True)),
             lambda: scheduled_in_worker.append(in_worker(probe, n, False)),
             lambda: servers.append(server_run(server, n, TOKENS)),
@@ -172,9 +174,16 @@ def profile(
         cores.append(s.cores)
 
     def vs_raw(rates: list[float]) -> float:
-        return statistics.median(x / w for x, w in zip(rates, raws, strict=True))
+        return statistics.median(x / w.aggregate for x, w in zip(rates, raws, strict=True))
 
     ratio = vs_raw([s.aggregate for s in servers])
+    # CPU per token of the model thread against the raw loop's thread, round by round: above 1,
+    # the same work costs more CPU in the server; at 1, the server only adds waits
+    cpu_per_token = statistics.median(
+        (s.cores["model"] * n * TOKENS / s.aggregate) / w.cpu
+        for s, w in zip(servers, raws, strict=True)
+        if s.cores is not None and w.cpu
+    )
     core = {k: statistics.median(c[k] for c in cores) for k in Cores.KEYS}
     asleep = max(0.0, 1.0 - core["model"] - core["model_waited"])
 
@@ -213,7 +222,8 @@ def profile(
     return {
         "n": n,
         "server_tokens_per_s": statistics.median(s.aggregate for s in servers),
-        "raw_tokens_per_s": statistics.median(raws),
+        "raw_tokens_per_s": statistics.median(w.aggregate for w in raws),
+        "model_cpu_per_token_vs_raw": cpu_per_token,
         "server_vs_raw": ratio,
         "raw_in_worker_vs_raw": vs_raw(raws_in_worker),
         "scheduler_in_worker_vs_raw": vs_raw(scheduled_in_worker),
@@ -249,6 +259,10 @@ def report(results: list[dict[str, Any]]) -> str:
             f"({r['profiled_tokens_per_s']:.0f})"
             for r in results
         ],
+    )
+    row(
+        "model thread's CPU per token, vs the raw loop's thread",
+        [f"{r['model_cpu_per_token_vs_raw']:.3f}x" for r in results],
     )
     row("**model thread, share of its wall time**", ["" for _ in results])
     for key in results[0]["model_thread"]:
