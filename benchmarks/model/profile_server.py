@@ -26,6 +26,13 @@ predictions of 256 tokens at once (as ``bench_server``), in three passes against
    (no work: before the round's first request and after its last) — the rest of its sleep is
    waiting for the GIL.
 
+4. **perf, native** (only where Linux's ``perf`` is installed and allowed: ``apt install
+   linux-perf``; not from PyPI): ``perf record -e cpu-clock`` on the model thread during server
+   rounds, then on this process during raw-loop rounds (its only busy thread then), and the CPU
+   samples of each per token, by shared object — torch's kernels, the Python interpreter, the
+   kernel (system calls, context switches), libc — so that the same work's native cost is
+   compared. The kernel samples it with no stop of the process.
+
 py-spy reads the worker's memory without stopping it (``--nonblocking``), so its sampling costs
 the worker nothing, but it runs on the same cores: passes 2 and 3 print their own tokens/s, and
 the table's shares come from them while the cores come from pass 1. It sees Python threads only:
@@ -36,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -111,6 +119,83 @@ def model_thread_samples(samples: list[tuple[list[str], int]]) -> list[tuple[lis
     return [(s, n) for s, n in samples if is_model_thread(s)]
 
 
+# perf's shared objects, grouped: what the model thread's CPU goes to natively
+NATIVE = (
+    ("torch kernels (libtorch_cpu, libc10)", ("libtorch_cpu", "libc10")),
+    ("torch's Python bindings (libtorch_python)", ("libtorch_python",)),
+    ("Python interpreter (libpython)", ("libpython",)),
+    ("the kernel: system calls, context switches", ("[kernel",)),
+    ("libc: malloc, locks", ("libc.so", "libm.so", "libstdc++")),
+)
+
+
+def perf_samples(tid: int | None, pid: int | None, out: Path) -> subprocess.Popen[bytes] | None:
+    """``perf record`` of one thread (``tid``) or process (``pid``); None without perf."""
+    exe = shutil.which("perf")
+    if exe is None:
+        return None
+    target = ["-t", str(tid)] if tid is not None else ["-p", str(pid)]
+    cmd = [exe, "record", "-q", "-e", "cpu-clock", "-F", "1000", *target, "-o", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    return proc if proc.poll() is None else None
+
+
+def perf_by_group(data: Path) -> dict[str, int] | None:
+    """Samples per NATIVE group (and "other") in a perf.data file; None if unreadable."""
+    exe = shutil.which("perf")
+    if exe is None or not data.exists():
+        return None
+    report = subprocess.run(
+        [exe, "report", "-i", str(data), "--stdio", "-n", "--no-children", "--sort", "dso"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    groups = Counter[str]()
+    for line in report.stdout.splitlines():
+        fields = line.split()
+        if len(fields) < 3 or not fields[0].endswith("%") or not fields[1].isdigit():
+            continue
+        dso = " ".join(fields[2:])
+        name = next((g for g, keys in NATIVE if any(k in dso for k in keys)), "other")
+        groups[name] += int(fields[1])
+    return dict(groups) if groups else None
+
+
+def native(
+    server: CogServer, model_tid: int, engine: Any, n: int, rounds: int, tmp: Path
+) -> dict[str, Any] | None:
+    """Pass 4: perf samples per token, model thread in the server vs the raw loop's thread."""
+    recorded: dict[str, dict[str, int]] = {}
+    for kind in ("server", "raw"):
+        data = tmp / f"perf-{kind}-{n}.data"
+        proc = perf_samples(model_tid if kind == "server" else None, os.getpid(), data)
+        if proc is None:
+            return None
+        try:
+            for _ in range(rounds):
+                if kind == "server":
+                    server_run(server, n, TOKENS)
+                else:
+                    raw_run(engine, n, TOKENS)
+        finally:
+            proc.send_signal(2)
+            proc.wait(timeout=60)
+        groups = perf_by_group(data)
+        if groups is None:
+            return None
+        recorded[kind] = groups
+    tokens = rounds * n * TOKENS
+    names = [g for g, _ in NATIVE] + ["other"]
+    return {
+        "samples_per_1000_tokens": {
+            kind: {g: 1000 * recorded[kind].get(g, 0) / tokens for g in names} for kind in recorded
+        },
+        "server_vs_raw": sum(recorded["server"].values()) / max(1, sum(recorded["raw"].values())),
+    }
+
+
 def waiting_for_work(stack: list[str]) -> bool:
     """The scheduler thread asleep in its loop's wake-up wait (nothing to run)."""
     for i, frame in enumerate(stack[:-1]):
@@ -153,7 +238,9 @@ def profile(
 ) -> dict[str, Any]:
     assert server.pid is not None
     worker = proc_times.children(server.pid)[0]
-    server_run(server, n, 32)  # warm-ups
+    before = proc_times.snapshot([worker])
+    server_run(server, n, 32)  # warm-ups; the model thread is the worker's busiest
+    busiest = max(proc_times.delta(before, proc_times.snapshot([worker])), key=lambda t: t.cpu)
     in_worker(probe, n, True)
     in_worker(probe, n, False)
 
@@ -231,6 +318,7 @@ def profile(
         "model_thread": rows,  # shares of the model thread's wall time
         "cores": core,  # CPU in cores over the server rounds
         "samples": {"active": total, "idle": idle_total},
+        "native": native(server, busiest.tid, engine, n, rounds, tmp),
         "worker_other_top_frames": {
             frame: count / other_total for frame, count in other_frames.most_common(8)
         },
@@ -267,6 +355,22 @@ def report(results: list[dict[str, Any]]) -> str:
     row("**model thread, share of its wall time**", ["" for _ in results])
     for key in results[0]["model_thread"]:
         row(key, [f"{r['model_thread'][key]:.1%}" for r in results])
+    if all(r["native"] for r in results):
+        row(
+            "**model thread's native CPU per 1,000 tokens (perf samples, 1 ms each): "
+            "server / raw loop's thread**",
+            ["" for _ in results],
+        )
+        for name in results[0]["native"]["samples_per_1000_tokens"]["server"]:
+            row(
+                name,
+                [
+                    f"{r['native']['samples_per_1000_tokens']['server'][name]:.1f} / "
+                    f"{r['native']['samples_per_1000_tokens']['raw'][name]:.1f}"
+                    for r in results
+                ],
+            )
+        row("all, server / raw", [f"{r['native']['server_vs_raw']:.3f}x" for r in results])
     row("**CPU elsewhere, in cores**", ["" for _ in results])
     row(
         "worker's other threads (coglet's slots iterating the channels, its event loop)",
