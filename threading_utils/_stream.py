@@ -13,7 +13,8 @@ Design (one stream)::
 The hot path is lock-free: one ``deque.append`` and two attribute reads per item on the
 producer's side, one ``deque.popleft`` and one attribute read on the consumer's. The threads
 only synchronise when one of them has nothing to do: the consumer publishes a waiter (an event
-loop callback or a ``threading.Event``) under a lock, the producer takes it under the same lock.
+loop callback, or for a thread the release of a held C-level lock, ``_Signal``) under a lock, the
+producer takes it under the same lock.
 """
 
 from __future__ import annotations
