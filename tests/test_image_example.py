@@ -131,12 +131,8 @@ def sse_outputs(server: CogServer, inputs: dict[str, Any]) -> Iterator[tuple[flo
 
 def start(server: CogServer, **inputs: Any) -> str:
     id_ = f"image-{uuid.uuid4().hex[:10]}"
-    deadline = time.monotonic() + 5
-    while True:  # coglet may answer 409 just after another prediction ended (cog_server.py)
-        code, body = server.predict_async(id_, inputs)
-        if code != 409 or time.monotonic() > deadline:
-            break
-        time.sleep(0.005)
+    # a 409 just after another prediction ended is retried (predict_async, in cog_server.py)
+    code, body = server.predict_async(id_, inputs, busy_retry=5.0)
     assert code == 202, body
     return id_
 
