@@ -3,9 +3,8 @@
 Run ``python -m benchmarks.model.bench_server`` from the repository root (``--quick``: fewer
 tokens, a ~1 min run, as ``make gpu-check`` runs it; ``--runs K`` repeats the whole comparison
 K times, 3 by default, each printed with its numbers; ``--json FILE`` also writes them to
-FILE). It starts ``python -m cog.server.http`` for
-predict.py (concurrency 32, as ``make serve``) with the harness in scripts/cog_server.py, and
-measures:
+FILE). It starts ``python -m cog.server.http`` for predict.py (concurrency 32, as ``make
+serve``) with the harness in scripts/cog_server.py, and measures:
 
 One stream
     The prompt ``def fibonacci(n):``, ``max_new_tokens`` 512, temperature 0.8, top_p 0.95,
@@ -451,9 +450,13 @@ def bench_concurrent(server: CogServer, settings: Settings, engine: Engine) -> l
     def agg(kind: str, b: int) -> float:
         return median([x.aggregate for x in runs[kind][b]])
 
-    def ratio(kind: str, b: int) -> float:  # median of the rounds' kind/raw ratios
-        pairs = zip(runs[kind][b], runs["raw"][b], strict=True)
-        return median([x.aggregate / w.aggregate for x, w in pairs])
+    def round_ratios(kind: str, b: int) -> list[float]:  # each round's kind/raw
+        return [
+            x.aggregate / w.aggregate for x, w in zip(runs[kind][b], runs["raw"][b], strict=True)
+        ]
+
+    def ratio(kind: str, b: int) -> float:
+        return median(round_ratios(kind, b))
 
     def ttfts(kind: str, b: int) -> list[float]:
         return [t * 1e3 for x in runs[kind][b] for t in x.ttft]
@@ -482,11 +485,7 @@ def bench_concurrent(server: CogServer, settings: Settings, engine: Engine) -> l
     print(
         "   server/raw per round: "
         + "; ".join(
-            f"N={b} "
-            + " ".join(
-                f"{x.aggregate / w.aggregate:.0%}"
-                for x, w in zip(runs["server"][b], runs["raw"][b], strict=True)
-            )
+            f"N={b} " + " ".join(f"{x:.0%}" for x in round_ratios("server", b))
             for b in settings.batch_sizes
         )
     )
@@ -527,10 +526,7 @@ def bench_concurrent(server: CogServer, settings: Settings, engine: Engine) -> l
             "raw_tokens_per_s": agg("raw", b),
             "server_vs_raw": ratio("server", b),
             "scheduler_vs_raw": ratio("scheduler", b),
-            "server_vs_raw_rounds": [
-                x.aggregate / w.aggregate
-                for x, w in zip(runs["server"][b], runs["raw"][b], strict=True)
-            ],
+            "server_vs_raw_rounds": round_ratios("server", b),
             "server_ttft_ms_p50": percentile(ttfts("server", b), 0.5),
             "server_ttft_ms_p99": percentile(ttfts("server", b), 0.99),
             "raw_ttft_ms_p50": percentile(ttfts("raw", b), 0.5),
@@ -560,7 +556,7 @@ def run(settings: Settings, runs: int) -> dict[str, Any]:
     resolve_weights_path()  # WeightsError now rather than a server that fails its setup
     set_threads_like_predictor()
     print(machine_line(), flush=True)
-    engine = in_thread(lambda: load_model(), "raw-load")  # the raw batch loop's
+    engine = in_thread(load_model, "raw-load")  # the raw batch loop's
     engine.warmup()
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench_server-") as tmp:

@@ -20,8 +20,7 @@ predictions of 256 tokens at once (as ``bench_server``), in three passes against
    ``model/sampling.py`` (sampling), ``model/scheduler.py`` / ``text.py`` (scheduler
    bookkeeping), ``threading_utils/`` (channel hand-offs), ``predict.py`` (the listener's logs and
    metrics). (The worker's other threads are counted by their CPU from pass 1 only: without
-   native frames py-spy takes a thread asleep in a C-level lock for a running one. The JSON
-   keeps their most sampled frames, for reading.)
+   native frames py-spy takes a thread asleep in a C-level lock for a running one.)
 3. **py-spy with ``--idle``**: the model thread's samples asleep in the scheduler's wake-up wait
    (no work: before the round's first request and after its last) — the rest of its sleep is
    waiting for the GIL.
@@ -255,10 +254,7 @@ def profile(
         ]
         for run in kinds[r % 4 :] + kinds[: r % 4]:
             run()
-    cores = []
-    for s in servers:
-        assert s.cores is not None
-        cores.append(s.cores)
+    cores = [s.cores for s in servers if s.cores is not None]
 
     def vs_raw(rates: list[float]) -> float:
         return statistics.median(x / w.aggregate for x, w in zip(rates, raws, strict=True))
@@ -274,20 +270,13 @@ def profile(
     core = {k: statistics.median(c[k] for c in cores) for k in Cores.KEYS}
     asleep = max(0.0, 1.0 - core["model"] - core["model_waited"])
 
-    # 2. on-CPU split of the model thread; the other worker threads' samples
+    # 2. on-CPU split of the model thread
     active_rates, active, _ = profiled(server, worker, n, rounds, False, tmp / f"active-{n}.txt")
     model = model_thread_samples(active)
     total = sum(c for _, c in model) or 1
     split = Counter[str]()
     for stack, count in model:
         split[classify(stack)] += count
-    # py-spy without native frames takes a thread asleep in a C-level lock for a running one:
-    # the worker's other threads are counted by their CPU from /proc; these are for reading
-    others = [(s, c) for s, c in active if not is_model_thread(s)]
-    other_total = sum(c for _, c in others) or 1
-    other_frames = Counter[str]()
-    for stack, count in others:
-        other_frames[" < ".join(reversed(stack[-3:]))] += count
 
     # 3. asleep: waiting for work vs waiting for the GIL
     idle_rates, with_idle, outside = profiled(
@@ -319,9 +308,6 @@ def profile(
         "cores": core,  # CPU in cores over the server rounds
         "samples": {"active": total, "idle": idle_total},
         "native": native(server, busiest.tid, engine, n, rounds, tmp),
-        "worker_other_top_frames": {
-            frame: count / other_total for frame, count in other_frames.most_common(8)
-        },
     }
 
 
@@ -330,57 +316,54 @@ def report(results: list[dict[str, Any]]) -> str:
     head = "| | " + " | ".join(f"N = {n}" for n in ns) + " |"
     lines = [head, "| --- |" + " --- |" * len(ns)]
 
-    def row(label: str, values: list[str]) -> None:
-        lines.append(f"| {label} | " + " | ".join(values) + " |")
+    def row(label: str, cell: Callable[[dict[str, Any]], str] = lambda r: "") -> None:
+        lines.append(f"| {label} | " + " | ".join(cell(r) for r in results) + " |")
 
-    row("**tokens/s vs the raw loop in this process**", ["" for _ in results])
-    row("raw loop inside a coglet worker", [f"{r['raw_in_worker_vs_raw']:.1%}" for r in results])
+    row("**tokens/s vs the raw loop in this process**")
+    row("raw loop inside a coglet worker", lambda r: f"{r['raw_in_worker_vs_raw']:.1%}")
     row(
         "scheduler inside that worker, channels read by its threads (no streaming)",
-        [f"{r['scheduler_in_worker_vs_raw']:.1%}" for r in results],
+        lambda r: f"{r['scheduler_in_worker_vs_raw']:.1%}",
     )
-    row("server: predict.py over SSE", [f"{r['server_vs_raw']:.1%}" for r in results])
+    row("server: predict.py over SSE", lambda r: f"{r['server_vs_raw']:.1%}")
     row(
         "server, raw tokens/s (profiled)",
-        [
+        lambda r: (
             f"{r['server_tokens_per_s']:.0f}, {r['raw_tokens_per_s']:.0f} "
             f"({r['profiled_tokens_per_s']:.0f})"
-            for r in results
-        ],
+        ),
     )
     row(
         "model thread's CPU per token, vs the raw loop's thread",
-        [f"{r['model_cpu_per_token_vs_raw']:.3f}x" for r in results],
+        lambda r: f"{r['model_cpu_per_token_vs_raw']:.3f}x",
     )
-    row("**model thread, share of its wall time**", ["" for _ in results])
+    row("**model thread, share of its wall time**")
     for key in results[0]["model_thread"]:
-        row(key, [f"{r['model_thread'][key]:.1%}" for r in results])
+        row(key, lambda r, key=key: f"{r['model_thread'][key]:.1%}")
     if all(r["native"] for r in results):
         row(
             "**model thread's native CPU per 1,000 tokens (perf samples, 1 ms each): "
-            "server / raw loop's thread**",
-            ["" for _ in results],
+            "server / raw loop's thread**"
         )
         for name in results[0]["native"]["samples_per_1000_tokens"]["server"]:
             row(
                 name,
-                [
-                    f"{r['native']['samples_per_1000_tokens']['server'][name]:.1f} / "
-                    f"{r['native']['samples_per_1000_tokens']['raw'][name]:.1f}"
-                    for r in results
-                ],
+                lambda r, name=name: " / ".join(
+                    f"{r['native']['samples_per_1000_tokens'][kind][name]:.1f}"
+                    for kind in ("server", "raw")
+                ),
             )
-        row("all, server / raw", [f"{r['native']['server_vs_raw']:.3f}x" for r in results])
-    row("**CPU elsewhere, in cores**", ["" for _ in results])
-    row(
-        "worker's other threads (coglet's slots iterating the channels, its event loop)",
-        [f"{r['cores']['worker_other']:.3f}" for r in results],
-    )
-    row("coglet's parent (Rust: HTTP, SSE, IPC)", [f"{r['cores']['parent']:.3f}" for r in results])
-    row(
-        "client (this process: N threads reading SSE)",
-        [f"{r['cores']['client']:.3f}" for r in results],
-    )
+        row("all, server / raw", lambda r: f"{r['native']['server_vs_raw']:.3f}x")
+    row("**CPU elsewhere, in cores**")
+    for key, label in (
+        (
+            "worker_other",
+            "worker's other threads (coglet's slots iterating the channels, its event loop)",
+        ),
+        ("parent", "coglet's parent (Rust: HTTP, SSE, IPC)"),
+        ("client", "client (this process: N threads reading SSE)"),
+    ):
+        row(label, lambda r, key=key: f"{r['cores'][key]:.3f}")
     return "\n".join(lines)
 
 
@@ -393,7 +376,7 @@ def main() -> None:
     resolve_weights_path()
     set_threads_like_predictor()
     print(machine_line(), flush=True)
-    engine = in_thread(lambda: load_model(), "raw-load")
+    engine = in_thread(load_model, "raw-load")
     engine.warmup()
     with tempfile.TemporaryDirectory(prefix="profile_server-") as tmp_name:
         tmp = Path(tmp_name)
