@@ -108,7 +108,7 @@ class Files(BaseRunner):
 
     @streaming
     def run(self, n: int = Input(default=2, ge=1, le=100)) -> Iterator[FileChunk]:
-        directory = Path(tempfile.mkdtemp())
+        directory = Path(tempfile.mkdtemp(dir=Path.cwd()))  # in the server's own directory
         for i in range(n):
             path = directory / f"{i}.txt"
             path.write_text(f"chunk {i}")
@@ -119,6 +119,6 @@ class OneFile(BaseRunner):
     """One FileChunk as the whole output."""
 
     def run(self, index: int = Input(default=0, ge=0, le=100)) -> FileChunk:
-        path = Path(tempfile.mkdtemp()) / f"{index}.txt"
+        path = Path(tempfile.mkdtemp(dir=Path.cwd())) / f"{index}.txt"
         path.write_text(f"chunk {index}")
         return FileChunk(index=index, file=path)
