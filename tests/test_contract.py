@@ -381,14 +381,25 @@ def test_output_streams_live_over_sse(server: CogServer) -> None:
     # A new worker's first prediction pays a one-off start-up cost that a fast model's whole
     # stream may not outlast: warm it up, so that what is timed is the streaming.
     succeeded(server, contract.short_input(0))
-    sent = time.monotonic()
-    events = list(server.predict_stream(contract.streaming_input(0), timeout=120))
-    outputs = [e for e in events if e.event == "output"]
-    assert events[-1].event == "completed"
-    assert events[-1].data["status"] == "succeeded"
-    assert len(outputs) > 3, "the output arrived in one piece, not streamed"
-    # The first piece arrives long before the end, not with it.
-    assert outputs[0].time - sent < 0.5 * (events[-1].time - sent)
+    # A fast model's whole stream can be shorter than one scheduling hiccup of a loaded machine,
+    # which then hands the client every event at once: such a try proves nothing either way and
+    # is made again. A model that sends its output only at the end never passes.
+    for _attempt in range(ATTEMPTS):
+        sent = time.monotonic()
+        events = list(server.predict_stream(contract.streaming_input(0), timeout=120))
+        outputs = [e for e in events if e.event == "output"]
+        assert events[-1].event == "completed"
+        assert events[-1].data["status"] == "succeeded"
+        assert len(outputs) > 3, "the output arrived in one piece, not streamed"
+        # The first piece arrives long before the end, not with it.
+        if outputs[0].time - sent < 0.5 * (events[-1].time - sent):
+            break
+    else:
+        pytest.fail(
+            f"in {ATTEMPTS} tries the first output never arrived before half of the stream: "
+            f"outputs are held back until the end, or streaming_input streams too briefly to "
+            f"tell (make it longer: {CONTRACT_FILE})"
+        )
 
 
 # ── isolation ─────────────────────────────────────────────────────────────────────────────────
