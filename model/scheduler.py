@@ -34,13 +34,17 @@ Knobs (``Scheduler(engine, ...)``):
   then whatever accumulated over ``flush_interval``, the rest at the end. Cog's server spends
   ~100 µs of GIL per output event, which the model thread then waits for; one event per token
   per request would cost more than the model at large batches.
-- ``max_events_per_second`` (250): with many requests running, each one's interval grows to
-  ``running / max_events_per_second`` (8 running: 32 ms; 32 running: 128 ms), so that all of
-  them together send at most ~250 chunks a second — ~2.5% of the GIL at 100 µs an event —
-  however large the batch. Measured through the server
-  (``benchmarks/model/bench_server.py``, the same machine state): 250 instead of 500 gave 13%
-  more tokens/s at 8 concurrent and 5% at 32.
-  ``None``: ``flush_interval`` only.
+- ``max_events_per_second`` (100): with many requests running, each one's interval grows to
+  ``running / max_events_per_second`` (8 running: 80 ms; 32 running: 320 ms), so that all of
+  them together send at most ~100 chunks a second however large the batch. Each chunk costs
+  the model thread time it does not compute in: coglet's slot thread takes the GIL to send it,
+  and the model thread waits for it inside its step. Measured through the server
+  (``benchmarks/model/profile_server.py``'s split of a round): 100 instead of 250, with the
+  consumers' wait slices at 200 ms instead of 50, halved the model thread's waits inside its
+  steps (3.8% -> 2.0% of the round at 8 running, 3.7% -> 1.5% at 32) and took server/raw from
+  82.9% to 88.5% at 8 and from 86.4% to 90.1% at 32 (medians of 6 and 5 alternating rounds).
+  Earlier, 250 instead of 500 gave 13% more tokens/s at 8 and 5% at 32. ``None``:
+  ``flush_interval`` only.
 - ``aging_rate`` (1.0 priority level per second): the effective priority of a waiting request is
   ``priority + aging_rate * seconds waited``. So a request waiting ``k / aging_rate`` seconds
   goes before any request of priority up to ``priority + k`` that arrives later, and a low
@@ -218,7 +222,7 @@ class Scheduler:
         *,
         max_batch_size: int = 32,
         flush_interval: float = 0.01,
-        max_events_per_second: float | None = 250.0,
+        max_events_per_second: float | None = 100.0,
         aging_rate: float = 1.0,
         max_queue_size: int = 1024,
         grace_period: float = 5.0,

@@ -64,8 +64,10 @@ DEFAULT_GRACE_PERIOD = 5.0
 """Seconds a consumer's close waits for its producer to finish."""
 
 # A sync consumer blocks in slices this long, so that an exception delivered to its thread
-# asynchronously (cog cancels sync predictions with PyThreadState_SetAsyncExc) is raised promptly.
-_WAIT_SLICE = 0.05
+# asynchronously (cog cancels sync predictions with PyThreadState_SetAsyncExc) is raised within
+# one slice. Each slice's end takes the GIL from whatever thread runs the model: 50 ms slices gave
+# 32 waiting consumers 640 wake-ups a second (docs/benchmarks.md, "The server's overhead").
+_WAIT_SLICE = 0.2
 
 _log = logging.getLogger("threading_utils")
 _current_stream: contextvars.ContextVar[_Stream[Any] | None] = contextvars.ContextVar(
@@ -903,7 +905,7 @@ def generator_from_thread(
         When the consumer leaves early — ``close()``, ``break`` and garbage collection, or an
         exception raised in the consumer's thread while it waits (cog delivers
         ``CancelationException`` to sync predictions with ``PyThreadState_SetAsyncExc``; a
-        waiting consumer sleeps in slices of at most 50 ms, so it is raised promptly) — the
+        waiting consumer sleeps in slices of at most 200 ms, so it is raised within one) — the
         producer is stopped as for :func:`async_generator_from_thread`, and the close blocks
         the consumer's thread until the producer has finished or ``grace_period`` has passed.
     """

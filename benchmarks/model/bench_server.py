@@ -339,8 +339,9 @@ class Cores:
         }
 
 
-def run_together(jobs: Sequence[Callable[[], T]]) -> tuple[list[T], float]:
-    """Start ``jobs`` in their own threads at once; their results and the batch's wall time."""
+def run_together(jobs: Sequence[Callable[[], T]]) -> tuple[list[T], float, float]:
+    """Start ``jobs`` in their own threads at once; their results, the batch's wall time and
+    when it started (``time.perf_counter()``)."""
     barrier = threading.Barrier(len(jobs) + 1)
 
     def wait_then(job: Callable[[], T]) -> T:
@@ -353,13 +354,13 @@ def run_together(jobs: Sequence[Callable[[], T]]) -> tuple[list[T], float]:
         start = time.perf_counter()
         results = [f.result() for f in futures]
         wall = time.perf_counter() - start
-    return results, wall
+    return results, wall, start
 
 
 def server_run(server: CogServer, n_streams: int, n_tokens: int) -> Run:
     """N SSE predictions at once; TTFT client-side, from sending to the first output event."""
     cores = Cores(server)
-    results, wall = run_together(
+    results, wall, _ = run_together(
         [lambda i=i: server_stream(server, n_tokens, SEED + i) for i in range(n_streams)]
     )
     return Run(n_streams * n_tokens / wall, [r.ttft for r in results], cores.end(wall))
@@ -380,7 +381,7 @@ def scheduler_run(scheduler: Scheduler, n_streams: int, n_tokens: int) -> Run:
 
         return call
 
-    ttft, wall = run_together([job(i) for i in range(n_streams)])
+    ttft, wall, _ = run_together([job(i) for i in range(n_streams)])
     return Run(n_streams * n_tokens / wall, ttft)
 
 

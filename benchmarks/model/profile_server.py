@@ -58,19 +58,24 @@ from benchmarks import proc_times
 from benchmarks.model.bench_server import (  # also puts scripts/ on sys.path
     MAX_CONCURRENCY,
     REPO_ROOT,
+    SEED,
     CogServer,
     Cores,
     in_thread,
     machine_line,
     raw_run,
+    run_together,
     server_run,
+    server_stream,
     set_threads_like_predictor,
     stage_predictor,
 )
+from benchmarks.model.timed_predict import LOG_ENV
 from model import load_model, resolve_weights_path
 
 TOKENS = 256
 RATE = 100  # py-spy samples per second
+TIMELINE_FILE = "timeline.jsonl"
 
 # The model thread's on-CPU samples, by the innermost frame in one of these files.
 CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -224,6 +229,76 @@ def profiled(
     return rates, read_samples(out), max(0.0, stopped - started + 1.0 - walls)
 
 
+# Pass 0: a server round's wall time, split by the model thread's own timings (timed_predict.py)
+SPLIT = (
+    ("raw", "the raw loop's time for the same tokens (= server / raw tokens/s)"),
+    ("decode_cpu", "decode steps: CPU above the raw loop's"),
+    ("decode_wait", "decode steps: asleep inside them (the GIL, a core)"),
+    ("between", "between model calls: scheduler, channels, listener, waits"),
+    ("prefill", "prefills: above the raw loop's"),
+    ("before", "request -> its submit in the worker (client, HTTP, coglet)"),
+    ("after", "last token -> the client's `completed` (coglet, SSE, client)"),
+)
+
+
+def split_round(
+    records: list[list[Any]], start: float, wall: float, raw_wall: float, raw_prefill: float
+) -> dict[str, float]:
+    """One server round's wall time, in seconds per part of SPLIT; the parts add up to it.
+
+    ``records`` are timed_predict.py's lines for the round; ``start`` and ``wall`` the client's
+    (first request sent, all ``completed`` events received); the raw loop's round took
+    ``raw_wall`` seconds, ``raw_prefill`` of them prefilling (its thread runs on a core
+    throughout: CPU = wall).
+    """
+    submits = [r[1] for r in records if r[0] == "s"]
+    decodes = [r for r in records if r[0] == "d"]
+    prefills = [r for r in records if r[0] == "p"]
+    if not submits or not decodes:
+        raise RuntimeError("timed_predict.py wrote no records for this round")
+    first, last = min(submits), max(r[1] + r[2] for r in decodes)
+    decode_wall = sum(r[2] for r in decodes)
+    decode_cpu = sum(r[3] for r in decodes)
+    prefill = sum(r[2] for r in prefills)
+    raw_decode = raw_wall - raw_prefill
+    parts = {
+        "raw": raw_wall,
+        "decode_cpu": decode_cpu - raw_decode,
+        "decode_wait": decode_wall - decode_cpu,
+        "between": (last - first) - decode_wall - prefill,
+        "prefill": prefill - raw_prefill,
+        "before": first - start,
+        "after": start + wall - last,
+    }
+    assert abs(sum(parts.values()) - wall) < 1e-6 * max(1.0, wall)
+    return parts
+
+
+def timeline(timed: CogServer, log: Path, engine: Any, n: int, rounds: int) -> dict[str, Any]:
+    """Pass 0: raw loop and timed server in turn, ``rounds`` times; the parts pooled over the
+    rounds as shares of the server's wall time, and how often rows sat at different positions."""
+    totals = Counter[str]()
+    server_walls = 0.0
+    steps = mixed = 0
+    for _ in range(rounds):
+        raw = raw_run(engine, n, TOKENS)
+        raw_wall = n * TOKENS / raw.aggregate
+        log.write_bytes(b"")  # the worker appends; each round starts empty
+        jobs = [lambda i=i: server_stream(timed, TOKENS, SEED + i) for i in range(n)]
+        _, wall, start = run_together(jobs)
+        # written by the model thread before each token goes out: complete once all completed
+        records = [json.loads(line) for line in log.read_text().splitlines()]
+        totals.update(split_round(records, start, wall, raw_wall, raw.ttft[-1]))
+        server_walls += wall
+        decodes = [r for r in records if r[0] == "d"]
+        steps += len(decodes)
+        mixed += sum(1 for r in decodes if r[5] > 1)
+    return {
+        "shares": {key: totals[key] / server_walls for key, _ in SPLIT},
+        "mixed_positions": mixed / max(1, steps),
+    }
+
+
 def in_worker(probe: CogServer, n: int, raw: bool) -> float:
     """tokens/s of worker_probe.py's raw loop (``raw``) or scheduler, inside its worker."""
     status, body = probe.predict({"n": n, "tokens": TOKENS, "raw": raw}, timeout=600.0)
@@ -233,9 +308,17 @@ def in_worker(probe: CogServer, n: int, raw: bool) -> float:
 
 
 def profile(
-    server: CogServer, probe: CogServer, engine: Any, n: int, rounds: int, tmp: Path
+    server: CogServer,
+    probe: CogServer,
+    timed: CogServer,
+    engine: Any,
+    n: int,
+    rounds: int,
+    tmp: Path,
 ) -> dict[str, Any]:
     assert server.pid is not None
+    server_run(timed, n, 32)  # warm-up
+    split = timeline(timed, tmp / TIMELINE_FILE, engine, n, 2 * rounds)
     worker = proc_times.children(server.pid)[0]
     before = proc_times.snapshot([worker])
     server_run(server, n, 32)  # warm-ups; the model thread is the worker's busiest
@@ -308,6 +391,7 @@ def profile(
         "cores": core,  # CPU in cores over the server rounds
         "samples": {"active": total, "idle": idle_total},
         "native": native(server, busiest.tid, engine, n, rounds, tmp),
+        "timeline": split,
     }
 
 
@@ -319,6 +403,13 @@ def report(results: list[dict[str, Any]]) -> str:
     def row(label: str, cell: Callable[[dict[str, Any]], str] = lambda r: "") -> None:
         lines.append(f"| {label} | " + " | ".join(cell(r) for r in results) + " |")
 
+    row("**a server round's wall time, by part (timed_predict.py, pooled over the rounds)**")
+    for key, label in SPLIT:
+        row(label, lambda r, key=key: f"{r['timeline']['shares'][key]:.1%}")
+    row(
+        "decode steps with rows at different positions",
+        lambda r: f"{r['timeline']['mixed_positions']:.0%}",
+    )
     row("**tokens/s vs the raw loop in this process**")
     row("raw loop inside a coglet worker", lambda r: f"{r['raw_in_worker_vs_raw']:.1%}")
     row(
@@ -383,16 +474,25 @@ def main() -> None:
         cwd = stage_predictor(REPO_ROOT / "predict.py", tmp / "predictor")
         probe_cwd = stage_predictor(REPO_ROOT / "predict.py", tmp / "probe")
         shutil.copy(Path(__file__).with_name("worker_probe.py"), probe_cwd)
+        timed_cwd = stage_predictor(REPO_ROOT / "predict.py", tmp / "timed")
+        shutil.copy(Path(__file__).with_name("timed_predict.py"), timed_cwd)
         with (
             CogServer(
                 "predict.py:Predictor", cwd=cwd, concurrency=MAX_CONCURRENCY, startup_timeout=120.0
             ) as server,
             CogServer("worker_probe.py:Predictor", cwd=probe_cwd, startup_timeout=120.0) as probe,
+            CogServer(
+                "timed_predict.py:Predictor",
+                cwd=timed_cwd,
+                concurrency=MAX_CONCURRENCY,
+                env={LOG_ENV: str(tmp / TIMELINE_FILE)},
+                startup_timeout=120.0,
+            ) as timed,
         ):
             results = []
             for n in args.n:
-                print(f"N = {n}: {args.rounds} rounds x 3 passes ...", flush=True)
-                results.append(profile(server, probe, engine, n, args.rounds, tmp))
+                print(f"N = {n}: {args.rounds} rounds x 4 passes ...", flush=True)
+                results.append(profile(server, probe, timed, engine, n, args.rounds, tmp))
     print(report(results))
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

@@ -1,8 +1,17 @@
-"""benchmarks/model/profile_server.py: how a py-spy sample of the model thread is classified."""
+"""benchmarks/model/profile_server.py: how a py-spy sample of the model thread is classified,
+and how a server round's wall time is split from the model thread's timings."""
 
 from __future__ import annotations
 
-from benchmarks.model.profile_server import classify, is_model_thread, waiting_for_work
+import pytest
+
+from benchmarks.model.profile_server import (
+    SPLIT,
+    classify,
+    is_model_thread,
+    split_round,
+    waiting_for_work,
+)
 
 LOOP = [
     "thread (7): model-scheduler",
@@ -74,3 +83,33 @@ def test_the_model_thread_and_its_wait_for_work() -> None:
     assert not waiting_for_work(
         [*LOOP, "Scheduler._step (model/scheduler.py:377)", "Event.wait (threading.py:629)"]
     )
+
+
+def test_a_rounds_wall_time_is_split_into_parts_that_add_up_to_it() -> None:
+    # client sends at 10.0 and has every `completed` at 11.0; the worker sees the requests at
+    # 10.004 and 10.006, prefills twice (10 ms each), decodes 3 steps (0.3 s wall, 0.25 s CPU
+    # in all), its last step ending at 10.99
+    records = [
+        ["s", 10.004],
+        ["p", 10.005, 0.010],
+        ["s", 10.006],
+        ["p", 10.016, 0.010],
+        ["d", 10.030, 0.100, 0.090, 2, 2],
+        ["d", 10.200, 0.100, 0.080, 2, 2],
+        ["d", 10.890, 0.100, 0.080, 2, 1],
+    ]
+    parts = split_round(records, start=10.0, wall=1.0, raw_wall=0.5, raw_prefill=0.02)
+    assert set(parts) == {key for key, _ in SPLIT}
+    assert parts["raw"] == pytest.approx(0.5)
+    assert parts["decode_cpu"] == pytest.approx(0.25 - 0.48)  # CPU above the raw loop's decode
+    assert parts["decode_wait"] == pytest.approx(0.05)
+    assert parts["prefill"] == pytest.approx(0.0)
+    assert parts["before"] == pytest.approx(0.004)
+    assert parts["after"] == pytest.approx(0.010)
+    assert parts["between"] == pytest.approx((10.99 - 10.004) - 0.3 - 0.02)
+    assert sum(parts.values()) == pytest.approx(1.0)
+
+
+def test_a_round_without_records_is_an_error_not_a_split() -> None:
+    with pytest.raises(RuntimeError, match="no records"):
+        split_round([], start=0.0, wall=1.0, raw_wall=0.5, raw_prefill=0.01)
