@@ -2,7 +2,19 @@
 
 Run ``python -m benchmarks.model.profile_server`` from the repository root (``make profile``;
 ``--n 8 32`` the loads, ``--rounds 3`` per pass, ``--json FILE``). For each N it runs N
-predictions of 256 tokens at once (as ``bench_server``), in three passes against one server:
+predictions of 256 tokens at once (as ``bench_server``), in passes against one server:
+
+0. **A round's wall time, split** (twice ``--rounds`` rounds, each after a raw-loop round):
+   predict.py served as ``benchmarks/model/timed_predict.py``, which logs when each request
+   reaches the worker and each prefill and decode step of the model thread (wall and CPU). The
+   client's wall time of a round then splits exactly into: the raw loop's time for the same
+   tokens; the decode steps' CPU above the raw loop's; time asleep inside the steps (the GIL
+   taken by another thread — coglet's, sending an output event or checking a wait slice — or
+   no free core); time between model calls (the scheduler's bookkeeping, channel hand-offs,
+   the listener, and waits there); prefills above the raw loop's; request -> its submit in the
+   worker; and last token -> the client's ``completed``. Plus what share of the steps had rows
+   at different positions (requests that joined in different steps), and what such a step
+   costs against an aligned one (two batches decoded in turn in this process).
 
 1. **Unprofiled**, four kinds one after the other in each round (rotating which goes first):
    the raw batch-N loop in this process; the same loop inside a coglet worker, and predict.py's
@@ -57,7 +69,9 @@ from typing import Any
 from benchmarks import proc_times
 from benchmarks.model.bench_server import (  # also puts scripts/ on sys.path
     MAX_CONCURRENCY,
+    PROMPT,
     REPO_ROOT,
+    SAMPLING,
     SEED,
     CogServer,
     Cores,
@@ -71,7 +85,7 @@ from benchmarks.model.bench_server import (  # also puts scripts/ on sys.path
     stage_predictor,
 )
 from benchmarks.model.timed_predict import LOG_ENV
-from model import load_model, resolve_weights_path
+from model import SamplingParams, load_model, resolve_weights_path
 
 TOKENS = 256
 RATE = 100  # py-spy samples per second
@@ -299,6 +313,41 @@ def timeline(timed: CogServer, log: Path, engine: Any, n: int, rounds: int) -> d
     }
 
 
+def mixed_positions_cost(engine: Any, n: int, steps: int = 100, spread: int = 3) -> float:
+    """CPU of a decode step whose rows sit at ``spread`` different positions (as when requests
+    join a few steps apart) over one whose rows are aligned (the raw loop's), in this process.
+
+    Two batches of ``n`` sequences, decoded in turn step by step, so that the machine's drift
+    hits both alike; the ratio of their median CPU per step, in a thread that sets predict.py's
+    torch threads.
+    """
+
+    def body() -> float:
+        set_threads_like_predictor()
+        batches = [
+            [
+                engine.prefill(PROMPT, SamplingParams(seed=SEED + b * n + i, **SAMPLING))
+                for i in range(n)
+            ]
+            for b in range(2)
+        ]
+        aligned, mixed = batches
+        for i, seq in enumerate(mixed):  # row i runs i % spread steps ahead
+            for _ in range(i % spread):
+                engine.decode([seq])
+        cpu: dict[int, list[float]] = {0: [], 1: []}
+        for step in range(2 * steps):
+            which = step % 2 if step % 4 < 2 else 1 - step % 2  # alternate which goes first
+            start = time.thread_time()
+            engine.decode(batches[which])
+            cpu[which].append(time.thread_time() - start)
+        for seq in aligned + mixed:
+            engine.release(seq)
+        return statistics.median(cpu[1]) / statistics.median(cpu[0])
+
+    return in_thread(body, "mixed-positions")
+
+
 def in_worker(probe: CogServer, n: int, raw: bool) -> float:
     """tokens/s of worker_probe.py's raw loop (``raw``) or scheduler, inside its worker."""
     status, body = probe.predict({"n": n, "tokens": TOKENS, "raw": raw}, timeout=600.0)
@@ -319,6 +368,7 @@ def profile(
     assert server.pid is not None
     server_run(timed, n, 32)  # warm-up
     split = timeline(timed, tmp / TIMELINE_FILE, engine, n, 2 * rounds)
+    split["mixed_step_cpu"] = mixed_positions_cost(engine, n)
     worker = proc_times.children(server.pid)[0]
     before = proc_times.snapshot([worker])
     server_run(server, n, 32)  # warm-ups; the model thread is the worker's busiest
@@ -409,6 +459,10 @@ def report(results: list[dict[str, Any]]) -> str:
     row(
         "decode steps with rows at different positions",
         lambda r: f"{r['timeline']['mixed_positions']:.0%}",
+    )
+    row(
+        "a step's CPU, rows at 3 positions vs aligned (this process, steps interleaved)",
+        lambda r: f"{r['timeline']['mixed_step_cpu']:.3f}x",
     )
     row("**tokens/s vs the raw loop in this process**")
     row("raw loop inside a coglet worker", lambda r: f"{r['raw_in_worker_vs_raw']:.1%}")
