@@ -367,8 +367,8 @@ def profile(
 ) -> dict[str, Any]:
     assert server.pid is not None
     server_run(timed, n, 32)  # warm-up
-    split = timeline(timed, tmp / TIMELINE_FILE, engine, n, 2 * rounds)
-    split["mixed_step_cpu"] = mixed_positions_cost(engine, n)
+    wall_split = timeline(timed, tmp / TIMELINE_FILE, engine, n, 2 * rounds)
+    wall_split["mixed_step_cpu"] = mixed_positions_cost(engine, n)
     worker = proc_times.children(server.pid)[0]
     before = proc_times.snapshot([worker])
     server_run(server, n, 32)  # warm-ups; the model thread is the worker's busiest
@@ -441,7 +441,7 @@ def profile(
         "cores": core,  # CPU in cores over the server rounds
         "samples": {"active": total, "idle": idle_total},
         "native": native(server, busiest.tid, engine, n, rounds, tmp),
-        "timeline": split,
+        "timeline": wall_split,
     }
 
 
