@@ -75,8 +75,12 @@ class KVPool:
     ``k`` and ``v`` have shape (n_layer, slots, H, block_size, D). A decode step writes the new
     keys/values of all its rows with one indexed assignment per layer and runs one attention
     call per layer over the pool's leading slots, with a mask for each row's length, instead of
-    one call per row. Slots are handed out lowest first, so the slots in use stay a prefix of
-    the pool; when none is free the pool doubles (its contents are copied), and a freed slot is
+    one call per row. ``mask`` (slots, H, block_size) is that mask, kept up to date as keys are
+    written (``set_length`` after a prefill, the decode step for its new key): 0 at a slot's
+    valid positions, -inf elsewhere. Position 0 always counts as valid, so that no row of
+    scores is all -inf (a slot in the attended range but not in the batch gets a dummy query).
+    Slots are handed out lowest first, so the slots in use stay a prefix of the pool; when none
+    is free the pool doubles (its contents are copied), and a freed slot is
     reused. Memory is that of the most sequences alive at once, rounded up to a power of two.
 
     ``lock`` (reentrant) guards the free list and growth; ``GPT.prefill``/``decode`` hold it
@@ -93,6 +97,7 @@ class KVPool:
         self.lock = threading.RLock()
         self.k = self._zeros(slots, device, dtype)
         self.v = self._zeros(slots, device, dtype)
+        self.mask = self._mask(slots, device, dtype)
         self._free = list(range(slots))  # a heap: the lowest free slot first
 
     def _zeros(self, slots: int, device: torch.device, dtype: torch.dtype) -> Tensor:
@@ -100,6 +105,20 @@ class KVPool:
         shape = (c.n_layer, slots, c.n_head, c.block_size, c.head_size)
         # zeros, not empty: masked positions of unused slots must be finite (0 * NaN is NaN)
         return torch.zeros(shape, device=device, dtype=dtype)
+
+    def _mask(self, slots: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+        c = self.config
+        mask = torch.full(
+            (slots, c.n_head, c.block_size), float("-inf"), device=device, dtype=dtype
+        )
+        mask[:, :, 0] = 0.0
+        return mask
+
+    def set_length(self, slot: int, length: int) -> None:
+        """Mark positions ``[0, length)`` of ``slot`` valid (and 0) and the others not."""
+        with torch.inference_mode():  # the mask may be an inference tensor (grown in a call)
+            self.mask[slot, :, : max(length, 1)] = 0.0
+            self.mask[slot, :, max(length, 1) :] = float("-inf")
 
     @property
     def capacity(self) -> int:
@@ -118,11 +137,15 @@ class KVPool:
                 n = self.capacity
                 k = self._zeros(2 * n, self.k.device, self.k.dtype)
                 v = self._zeros(2 * n, self.v.device, self.v.dtype)
+                mask = self._mask(2 * n, self.mask.device, self.mask.dtype)
                 k[:, :n] = self.k
                 v[:, :n] = self.v
-                self.k, self.v = k, v
+                mask[:n] = self.mask
+                self.k, self.v, self.mask = k, v, mask
                 self._free = list(range(n, 2 * n))
-            return heapq.heappop(self._free)
+            slot = heapq.heappop(self._free)
+            self.set_length(slot, 0)  # nothing of the slot's last sequence stays valid
+            return slot
 
     def release(self, slot: int) -> None:
         with self.lock:
@@ -240,7 +263,7 @@ class CausalSelfAttention(nn.Module):
             return self._out(groups[0].attend(q, k, v, layer))  # (B, 1, C)
         y = torch.empty_like(q)
         for group in groups:
-            rows = group.rows
+            rows = torch.tensor(group.rows, device=q.device)
             y[rows] = group.attend(q[rows], k[rows], v[rows], layer)
         return self._out(y)  # (B, 1, C)
 
@@ -257,34 +280,34 @@ class _PoolRows:
     def __init__(self, pool: KVPool, rows: list[int], slots: list[int], pos: list[int]) -> None:
         device = pool.k.device
         self.pool = pool
-        self.rows = torch.tensor(rows, device=device)  # (b,) rows of the batch
+        self.rows = rows  # rows of the batch
         self.lo, self.hi = min(slots), max(slots) + 1
         self.length = max(pos) + 1  # L: the positions attention runs over
         self.in_order = slots == list(range(self.lo, self.hi))
         self.same_pos = min(pos) == max(pos)
         self.at: int | None = pos[0] if self.in_order and self.same_pos else None
-        self.slots = torch.tensor([s - self.lo for s in slots], device=device)  # (b,) in span
-        self.pos = torch.tensor(pos, device=device)  # (b,)
+        # (b,) each row's slot in the span; only needed when other slots lie between them
+        self.slots = (
+            None if self.in_order else torch.tensor([s - self.lo for s in slots], device=device)
+        )
+        H, block = pool.k.shape[2], pool.k.shape[3]
+        mask = pool.mask[self.lo : self.hi]  # (P, H, block), a view
         # Rows at different positions (requests that joined in different steps: the usual case
-        # under continuous batching) are set up here, once per step, so that each layer costs
-        # the same number of torch calls as when they are aligned: `index` says where each
-        # row's new key goes in the flattened pool, `bias` is 0 on each slot's valid keys and
-        # -inf elsewhere, added by the scores' matmul itself.
+        # under continuous batching) cost two torch calls here, once per step, so that each
+        # layer costs as many torch calls as when they are aligned: `index` says where each
+        # row's new key goes in the flattened span of the pool (the same place in the pool's
+        # mask, which turns valid), and `bias`, a view of that mask, is added by the scores'
+        # matmul itself.
         self.index: Tensor | None = None  # (b * H,) into the span's (P * H * block) rows
         self.bias: Tensor | None = None  # (P * H, 1, L)
-        if self.at is None:
-            H, block = pool.k.shape[2], pool.k.shape[3]
-            heads = torch.arange(H, device=device)
-            self.index = ((self.slots[:, None] * H + heads) * block + self.pos[:, None]).view(-1)
-            if self.in_order:
-                pos_p = self.pos
-            else:
-                pos_p = torch.zeros(self.hi - self.lo, dtype=torch.long, device=device)
-                pos_p[self.slots] = self.pos  # slots not in the batch see position 0 only
-            keys = torch.arange(self.length, device=device)
-            bias = torch.zeros(pos_p.shape[0], self.length, dtype=pool.k.dtype, device=device)
-            bias.masked_fill_(keys[None, :] > pos_p[:, None], float("-inf"))  # (P, L)
-            self.bias = bias[:, None, None, :].expand(-1, H, 1, -1).reshape(-1, 1, self.length)
+        if self.at is not None:
+            mask[:, :, self.at] = 0.0
+        else:
+            offsets = [(s - self.lo) * H * block + p for s, p in zip(slots, pos, strict=True)]
+            span = [o + h * block for o in offsets for h in range(H)]
+            self.index = torch.tensor(span, device=device)
+            mask.view(-1).index_fill_(0, self.index, 0.0)
+            self.bias = mask[:, :, : self.length].reshape(-1, 1, self.length)  # a view
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, layer: int) -> Tensor:
         """q, k, v: (b, H, 1, D) of these rows; writes k, v at their positions, returns y."""
@@ -411,6 +434,7 @@ class GPT(nn.Module):
         with cache.pool.lock:
             for layer, block in enumerate(self.blocks):
                 x = block.prefill(x, cache.k[layer], cache.v[layer])
+            cache.pool.set_length(cache.slot, T)
         cache.length = T
         logits: Tensor = self.lm_head(self.ln_f(x[0, -1]))  # (V,)
         return logits

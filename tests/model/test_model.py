@@ -12,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from model import GPT, Engine, GPTConfig, KVCache, SamplingParams, SequenceState
@@ -107,6 +109,77 @@ def test_pooled_caches_in_any_slot_order_match_full_forward_and_slots_are_reused
     del caches[3]  # garbage collected: its slot goes back too
     assert pool.num_used == 3
     assert KVCache(TINY, device=CPU, dtype=torch.float32, pool=pool).slot == 1  # lowest free
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_pooled_decode_matches_full_forward_through_any_join_leave_and_reuse(
+    data: st.DataObject,
+) -> None:
+    """Property: whatever sequences join (a prefill of any length or none, into a reused slot or
+    a new one), leave, re-prefill a shorter window, or sit out steps, every batched decode row
+    equals the full forward pass of that row's own tokens. Catches a key or a mask left valid from a
+    slot's previous sequence, or a mask not following a write."""
+    model = _PROPERTY_MODEL
+    pool = KVPool(TINY, device=CPU, dtype=torch.float32, slots=1)
+    live: dict[int, tuple[KVCache, list[int]]] = {}  # id -> (cache, its tokens so far)
+    ids = iter(range(10**6))
+    token = st.integers(0, 255)
+    with torch.inference_mode():
+        for _ in range(data.draw(st.integers(1, 12), label="steps")):
+            action = data.draw(st.sampled_from(["join", "leave", "slide", "decode"]))
+            if action == "join" or not live:
+                n = data.draw(st.just(0) | st.integers(1, TINY.block_size - 1), label="prompt")
+                tokens = data.draw(st.lists(token, min_size=n, max_size=n), label="tokens")
+                cache = KVCache(TINY, device=CPU, dtype=torch.float32, pool=pool)
+                if tokens:  # else decoded from position 0 without a prefill
+                    model.prefill(torch.tensor(tokens), cache)
+                live[next(ids)] = (cache, tokens)
+            elif action == "leave":
+                key = data.draw(st.sampled_from(sorted(live)), label="leaver")
+                live.pop(key)[0].release()
+            elif action == "slide":  # the engine's window slide: re-prefill the last tokens
+                key = data.draw(st.sampled_from(sorted(live)), label="slider")
+                cache, tokens = live[key]
+                if not tokens:
+                    continue
+                keep = tokens[-data.draw(st.integers(1, len(tokens)), label="keep") :]
+                model.prefill(torch.tensor(keep), cache)
+                live[key] = (cache, keep)
+            else:
+                room = [k for k, (c, _) in live.items() if c.length < TINY.block_size]
+                if not room:
+                    continue
+                rows = data.draw(st.permutations(room), label="order")
+                rows = rows[: data.draw(st.integers(1, len(rows)), label="batch size")]
+                new = [data.draw(token, label="token") for _ in rows]
+                logits = model.decode(torch.tensor(new), [live[k][0] for k in rows])
+                for row, (k, t) in enumerate(zip(rows, new, strict=True)):
+                    cache, tokens = live[k]
+                    live[k] = (cache, [*tokens, t])
+                    expected = model(torch.tensor([[*tokens, t]]))[0, -1]
+                    torch.testing.assert_close(logits[row], expected, rtol=1e-4, atol=1e-4)
+
+
+_PROPERTY_MODEL = tiny_model(4)
+
+
+def test_a_reused_slot_keeps_nothing_of_its_last_sequence() -> None:
+    """A cache handed a freed slot and decoded from position 0 (no prefill) beside a longer
+    row sees only its own key, not the keys its slot held for the previous sequence."""
+    model = _PROPERTY_MODEL
+    pool = KVPool(TINY, device=CPU, dtype=torch.float32, slots=1)
+    with torch.inference_mode():
+        old = KVCache(TINY, device=CPU, dtype=torch.float32, pool=pool)
+        model.prefill(torch.arange(10), old)
+        other = KVCache(TINY, device=CPU, dtype=torch.float32, pool=pool)
+        model.prefill(torch.arange(5), other)
+        old.release()
+        fresh = KVCache(TINY, device=CPU, dtype=torch.float32, pool=pool)
+        assert fresh.slot == old.slot
+        logits = model.decode(torch.tensor([7, 3]), [fresh, other])
+        torch.testing.assert_close(logits[0], model(torch.tensor([[7]]))[0, -1])
+        torch.testing.assert_close(logits[1], model(torch.tensor([[0, 1, 2, 3, 4, 3]]))[0, -1])
 
 
 def test_decode_refuses_a_full_cache() -> None:
