@@ -256,7 +256,7 @@ class CausalSelfAttention(nn.Module):
         One attention call per group (in practice one pool: one call for the whole batch) over
         the pool's slots ``[0, max slot]`` and positions ``[0, max position]``, with a mask
         that keeps, for each row, exactly its own valid keys; slots of the range that are not
-        in the batch get a dummy query that sees position 0 only.
+        in the batch get a dummy query, whose output is dropped.
         """
         q, k, v = self._qkv(x)  # (B, H, 1, D)
         if len(groups) == 1:  # all rows in one pool (an engine's): no gather/scatter of rows

@@ -333,7 +333,8 @@ class Scheduler:
             if self.num_threads is not None:
                 torch.set_num_threads(self.num_threads)
             while not self._shutting_down:
-                self._wakeup.clear()  # before planning: a wake-up during the step is kept
+                if self._wakeup.is_set():  # clear() takes a lock; most steps need none
+                    self._wakeup.clear()  # before planning: a wake-up during the step is kept
                 plan = self._plan()
                 if plan.idle:
                     self._wakeup.wait()
@@ -351,18 +352,26 @@ class Scheduler:
     def _plan(self) -> _Plan:
         leave: list[_Request] = []
         running: list[_Request] = []
-        for r in self._running:
-            (leave if r.channel.stop_requested else running).append(r)
+        decode: list[_Request] = []
+        for r in self._running:  # one pass: this runs every step, for every request
+            channel = r.channel
+            if channel.stop_requested:
+                leave.append(r)
+            else:
+                running.append(r)
+                if channel.writable:
+                    decode.append(r)
         join: list[_Request] = []
-        with self._lock:
-            if any(r.channel.stop_requested for _, _, r in self._waiting):
-                leave += [r for _, _, r in self._waiting if r.channel.stop_requested]
-                self._waiting = [e for e in self._waiting if not e[2].channel.stop_requested]
-                heapq.heapify(self._waiting)
-            while self._waiting and len(running) + len(join) < self.max_batch_size:
-                join.append(heapq.heappop(self._waiting)[2])
-        self._running = running + join
-        decode = [r for r in running if r.channel.writable] + join
+        if self._waiting:  # read without the lock: a request submitted now is seen next step
+            with self._lock:
+                if any(r.channel.stop_requested for _, _, r in self._waiting):
+                    leave += [r for _, _, r in self._waiting if r.channel.stop_requested]
+                    self._waiting = [e for e in self._waiting if not e[2].channel.stop_requested]
+                    heapq.heapify(self._waiting)
+                while self._waiting and len(running) + len(join) < self.max_batch_size:
+                    join.append(heapq.heappop(self._waiting)[2])
+        self._running = running + join if join else running
+        decode += join
         self._interval = self.flush_interval  # coalescing: bound the events of the whole batch
         if self.max_events_per_second is not None:
             self._interval = max(self._interval, len(self._running) / self.max_events_per_second)
@@ -412,21 +421,23 @@ class Scheduler:
         r.tokens += 1
         last = r.tokens == r.max_new_tokens
         piece = r.decoder.feed(token, final=last)
+        pending = r.pending
         if piece:
-            r.pending.append(piece)
-        if r.pending and (last or r.flushed is None or now - r.flushed >= self._interval):
-            r.channel.send("".join(r.pending))
-            r.pending.clear()
+            pending.append(piece)
+        if pending and (last or r.flushed is None or now - r.flushed >= self._interval):
+            r.channel.send("".join(pending))
+            pending.clear()
             r.flushed = now
-        try:
-            if r.listener is not None:
+        listener = r.listener
+        if listener is not None:
+            try:
                 if last:
-                    r.channel.run(r.listener.on_finish, r.tokens, self.clock() - r.submitted)
+                    r.channel.run(listener.on_finish, r.tokens, self.clock() - r.submitted)
                 elif r.tokens % self.progress_every == 0:
-                    r.channel.run(r.listener.on_progress, r.tokens)
-        except Exception as exc:
-            self._drop(r, exc)
-            return
+                    r.channel.run(listener.on_progress, r.tokens)
+            except Exception as exc:
+                self._drop(r, exc)
+                return
         if last:
             self._drop(r)
 

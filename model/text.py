@@ -24,16 +24,25 @@ class Utf8StreamDecoder:
 
     def __init__(self) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = False  # bytes of an incomplete character are buffered
 
     def feed(self, data: bytes | int, *, final: bool = False) -> str:
         if isinstance(data, int):
+            if data < 0x80 and not self._pending:  # ASCII between characters: itself
+                return _ASCII[data]
             data = bytes((data,))
-        return self._decoder.decode(data, final)
+        text: str = self._decoder.decode(data, final)
+        self._pending = bool(self._decoder.getstate()[0])
+        return text
 
     def flush(self) -> str:
+        self._pending = False
         return self._decoder.decode(b"", True)
 
     @property
     def pending(self) -> bool:
         """True while bytes of an incomplete character are buffered."""
-        return bool(self._decoder.getstate()[0])
+        return self._pending
+
+
+_ASCII = [chr(b) for b in range(0x80)]  # what an ASCII byte decodes to, whatever ``final`` is

@@ -58,6 +58,15 @@ def test_arbitrary_bytes_never_raise_and_match_replace_decoding(
     assert out == data.decode("utf-8", errors="replace")
 
 
+@given(st.binary(min_size=1, max_size=200))
+def test_arbitrary_bytes_fed_as_tokens_match_replace_decoding(data: bytes) -> None:
+    """One int token at a time, as the scheduler feeds them, ASCII fast path included."""
+    decoder = Utf8StreamDecoder()
+    pieces = [decoder.feed(b, final=i == len(data) - 1) for i, b in enumerate(data)]
+    assert "".join(pieces) == data.decode("utf-8", errors="replace")
+    assert not decoder.pending
+
+
 def test_incomplete_tail_is_flushed_as_replacement() -> None:
     decoder = Utf8StreamDecoder()
     assert decoder.feed(b"a\xe2\x82") == "a"
