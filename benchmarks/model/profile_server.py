@@ -14,7 +14,12 @@ predictions of 256 tokens at once (as ``bench_server``), in passes against one s
    the listener, and waits there); prefills above the raw loop's; request -> its submit in the
    worker; and last token -> the client's ``completed``. Plus what share of the steps had rows
    at different positions (requests that joined in different steps), and what such a step
-   costs against an aligned one (two batches decoded in turn in this process).
+   costs against an aligned one (two batches decoded in turn in this process). And the
+   decode steps' CPU against raw steps *paired in the worker* (a third server, the same file
+   with ``$PAIRED_STEPS``: each step of the scheduler followed by one of a raw batch of the
+   same size, prompt and age in another thread there): the same moment of the same process,
+   so the machine's drift, which moves the raw-loop rounds by ±10% against the server's,
+   hits both alike; server / raw with the raw loop's decode time taken from them.
 
 1. **Unprofiled**, four kinds one after the other in each round (rotating which goes first):
    the raw batch-N loop in this process; the same loop inside a coglet worker, and predict.py's
@@ -84,12 +89,13 @@ from benchmarks.model.bench_server import (  # also puts scripts/ on sys.path
     set_threads_like_predictor,
     stage_predictor,
 )
-from benchmarks.model.timed_predict import LOG_ENV
+from benchmarks.model.timed_predict import LOG_ENV, PAIRED_ENV
 from model import SamplingParams, load_model, resolve_weights_path
 
 TOKENS = 256
 RATE = 100  # py-spy samples per second
 TIMELINE_FILE = "timeline.jsonl"
+PAIRED_FILE = "paired.jsonl"
 
 # The model thread's on-CPU samples, by the innermost frame in one of these files.
 CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -313,6 +319,35 @@ def timeline(timed: CogServer, log: Path, engine: Any, n: int, rounds: int) -> d
     }
 
 
+def paired_steps(paired: CogServer, log: Path, n: int, rounds: int) -> dict[str, float]:
+    """Rounds of N predictions on the paired server: the median over its full steps (all N
+    requests running) of the step's CPU over its paired raw step's, and how many there were."""
+    log.write_bytes(b"")
+    for _ in range(rounds):
+        server_run(paired, n, TOKENS)
+    return paired_ratio([json.loads(line) for line in log.read_text().splitlines()], n)
+
+
+def paired_ratio(records: list[list[Any]], n: int) -> dict[str, float]:
+    """timed_predict.py's ``["r", n, k, cpu, raw_cpu]`` records -> the median CPU ratio of the
+    steps that ran all ``n`` requests, and their count; RuntimeError without any."""
+    ratios = [r[3] / r[4] for r in records if r[0] == "r" and r[1] == n and r[4] > 0]
+    if not ratios:
+        raise RuntimeError(f"no paired step of {n} requests was logged")
+    return {"ratio": statistics.median(ratios), "steps": float(len(ratios))}
+
+
+def drift_free(timeline: dict[str, Any]) -> float:
+    """Server / raw tokens/s with the raw loop's decode time taken from the paired steps.
+
+    The split's first two rows add up to the server's decode CPU (plus the raw loop's prefill
+    time, a fraction of a percent); a raw loop doing the same steps needs that over the paired
+    ratio. Its other parts (waits, between calls, prefills, coglet) stay as measured.
+    """
+    shares = timeline["shares"]
+    return float((shares["raw"] + shares["decode_cpu"]) / timeline["paired"]["ratio"])
+
+
 def mixed_positions_cost(engine: Any, n: int, steps: int = 100, spread: int = 3) -> float:
     """CPU of a decode step whose rows sit at ``spread`` different positions (as when requests
     join a few steps apart) over one whose rows are aligned (the raw loop's), in this process.
@@ -360,6 +395,7 @@ def profile(
     server: CogServer,
     probe: CogServer,
     timed: CogServer,
+    paired: CogServer,
     engine: Any,
     n: int,
     rounds: int,
@@ -369,6 +405,8 @@ def profile(
     server_run(timed, n, 32)  # warm-up
     wall_split = timeline(timed, tmp / TIMELINE_FILE, engine, n, 2 * rounds)
     wall_split["mixed_step_cpu"] = mixed_positions_cost(engine, n)
+    server_run(paired, n, 32)  # warm-up
+    wall_split["paired"] = paired_steps(paired, tmp / PAIRED_FILE, n, rounds)
     worker = proc_times.children(server.pid)[0]
     before = proc_times.snapshot([worker])
     server_run(server, n, 32)  # warm-ups; the model thread is the worker's busiest
@@ -464,6 +502,12 @@ def report(results: list[dict[str, Any]]) -> str:
         "a step's CPU, rows at 3 positions vs aligned (this process, steps interleaved)",
         lambda r: f"{r['timeline']['mixed_step_cpu']:.3f}x",
     )
+    row(
+        "a server step's CPU vs a raw step paired with it in the worker (median, steps)",
+        lambda r: (
+            f"{r['timeline']['paired']['ratio']:.3f}x ({r['timeline']['paired']['steps']:.0f})"
+        ),
+    )
     row("**tokens/s vs the raw loop in this process**")
     row("raw loop inside a coglet worker", lambda r: f"{r['raw_in_worker_vs_raw']:.1%}")
     row(
@@ -542,11 +586,18 @@ def main() -> None:
                 env={LOG_ENV: str(tmp / TIMELINE_FILE)},
                 startup_timeout=120.0,
             ) as timed,
+            CogServer(
+                "timed_predict.py:Predictor",
+                cwd=timed_cwd,
+                concurrency=MAX_CONCURRENCY,
+                env={LOG_ENV: str(tmp / PAIRED_FILE), PAIRED_ENV: "1"},
+                startup_timeout=120.0,
+            ) as paired,
         ):
             results = []
             for n in args.n:
                 print(f"N = {n}: {args.rounds} rounds x 4 passes ...", flush=True)
-                results.append(profile(server, probe, timed, engine, n, args.rounds, tmp))
+                results.append(profile(server, probe, timed, paired, engine, n, args.rounds, tmp))
     print(report(results))
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

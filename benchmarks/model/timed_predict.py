@@ -7,20 +7,34 @@ submitted (in coglet's thread, at ``run()``), ``["p", t, wall]`` per prefill, an
 positions. ``t`` is ``time.perf_counter()``, the same clock as the benchmark process's on
 Linux; ``cpu`` is the model thread's own CPU time. One unbuffered write per event (a few
 microseconds against a step of milliseconds). Not a model to serve.
+
+With ``$PAIRED_STEPS`` set, each decode step of the scheduler is followed by one step of a raw
+batch of the same size in another thread of this worker, with its own KV pool and aligned
+rows that start at the same prompt and live as long (255 steps, their window slide included);
+the scheduler's thread waits meanwhile. It then logs ``["r", n, k, cpu, raw_cpu]`` per step:
+the same work, in the same process and the same moment, so the machine's drift hits both and
+their ratio says whether the server's steps themselves cost more.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from typing import Any
 
+import torch
 from cog import Path
 
+from model import Engine, SamplingParams
+from predict import TORCH_THREADS
 from predict import Predictor as _Predictor
 
 LOG_ENV = "TIMELINE_LOG"
+PAIRED_ENV = "PAIRED_STEPS"
+PROMPT = "def fibonacci(n):"  # bench_server's prompt and sampling, for the raw batches
+RAW_STEPS = 255  # a raw batch's life: bench_server's raw loop, 256 tokens
 
 
 class Predictor(_Predictor):
@@ -33,6 +47,9 @@ class Predictor(_Predictor):
 
         engine, scheduler = self.engine, self.scheduler
         decode, prefill, submit = engine.decode, engine.prefill, scheduler.submit
+        if os.environ.get(PAIRED_ENV):
+            engine.decode = _paired(engine, record)  # type: ignore[method-assign]
+            return
 
         def timed_decode(seqs: Any) -> Any:
             lengths = {seq.cache.length for seq in seqs}
@@ -55,3 +72,47 @@ class Predictor(_Predictor):
         engine.decode = timed_decode  # type: ignore[method-assign]
         engine.prefill = timed_prefill  # type: ignore[method-assign]
         scheduler.submit = timed_submit  # type: ignore[method-assign]
+
+
+def _paired(engine: Engine, record: Any) -> Any:
+    """engine.decode, each step followed by a raw step of the same size in another thread."""
+    raw = Engine(engine.model, device=engine.device, dtype=engine.dtype)  # its own KV pool
+    go, done = threading.Semaphore(0), threading.Semaphore(0)
+    size: list[int] = [0]
+    raw_cpu: list[float] = [0.0]
+    decode = engine.decode
+
+    def raw_thread() -> None:
+        if not torch.cuda.is_available():  # as predict.py's scheduler thread
+            torch.set_num_threads(TORCH_THREADS)
+        batches: dict[int, tuple[list[Any], list[int]]] = {}  # size -> (sequences, steps run)
+        while True:
+            go.acquire()
+            n = size[0]
+            seqs, steps = batches.get(n, ([], [RAW_STEPS]))
+            if steps[0] >= RAW_STEPS:
+                for seq in seqs:
+                    raw.release(seq)
+                params = [SamplingParams(0.8, 0, 0.95, seed=i) for i in range(n)]
+                seqs, steps = [raw.prefill(PROMPT, p) for p in params], [0]
+                batches[n] = (seqs, steps)
+            cpu = time.thread_time()
+            raw.decode(seqs)
+            raw_cpu[0] = time.thread_time() - cpu
+            steps[0] += 1
+            done.release()
+
+    threading.Thread(target=raw_thread, name="paired-raw", daemon=True).start()
+
+    def paired_decode(seqs: Any) -> Any:
+        k = len({seq.cache.length for seq in seqs})
+        cpu = time.thread_time()
+        tokens = decode(seqs)
+        cpu = time.thread_time() - cpu
+        size[0] = len(seqs)
+        go.release()
+        done.acquire()
+        record("r", len(seqs), k, cpu, raw_cpu[0])
+        return tokens
+
+    return paired_decode

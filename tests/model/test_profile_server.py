@@ -1,5 +1,6 @@
 """benchmarks/model/profile_server.py: how a py-spy sample of the model thread is classified,
-and how a server round's wall time is split from the model thread's timings."""
+how a server round's wall time is split from the model thread's timings, and how paired steps
+are compared."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import pytest
 from benchmarks.model.profile_server import (
     SPLIT,
     classify,
+    drift_free,
     is_model_thread,
+    paired_ratio,
     split_round,
     waiting_for_work,
 )
@@ -113,3 +116,27 @@ def test_a_rounds_wall_time_is_split_into_parts_that_add_up_to_it() -> None:
 def test_a_round_without_records_is_an_error_not_a_split() -> None:
     with pytest.raises(RuntimeError, match="no records"):
         split_round([], start=0.0, wall=1.0, raw_wall=0.5, raw_prefill=0.01)
+
+
+def test_paired_steps_compare_only_full_batches_by_their_median_ratio() -> None:
+    records = [
+        ["s", 1.0],  # other kinds of record are not steps
+        ["r", 8, 3, 0.0110, 0.0100],
+        ["r", 8, 2, 0.0090, 0.0100],
+        ["r", 8, 1, 0.0300, 0.0100],  # a window slide: the median is not moved by it
+        ["r", 7, 2, 0.0500, 0.0100],  # a request had left: not a full batch
+    ]
+    result = paired_ratio(records, 8)
+    assert result["ratio"] == pytest.approx(1.1)
+    assert result["steps"] == 3
+
+
+def test_no_paired_step_is_an_error_not_a_ratio() -> None:
+    with pytest.raises(RuntimeError, match="no paired step of 8"):
+        paired_ratio([["r", 4, 1, 0.01, 0.01]], 8)
+
+
+def test_the_drift_free_ratio_takes_the_raw_decode_time_from_the_paired_steps() -> None:
+    # the raw round ran slow: the split credits the server with 2% of "negative" decode CPU
+    timeline = {"shares": {"raw": 0.96, "decode_cpu": -0.02}, "paired": {"ratio": 1.01}}
+    assert drift_free(timeline) == pytest.approx(0.94 / 1.01)
