@@ -508,6 +508,10 @@ def report(results: list[dict[str, Any]]) -> str:
             f"{r['timeline']['paired']['ratio']:.3f}x ({r['timeline']['paired']['steps']:.0f})"
         ),
     )
+    row(
+        "**server / raw without the drift**: the first two rows' sum over the paired ratio",
+        lambda r: f"{drift_free(r['timeline']):.1%}",
+    )
     row("**tokens/s vs the raw loop in this process**")
     row("raw loop inside a coglet worker", lambda r: f"{r['raw_in_worker_vs_raw']:.1%}")
     row(
