@@ -80,8 +80,8 @@ class KVPool:
     valid positions, -inf elsewhere. Position 0 always counts as valid, so that no row of
     scores is all -inf (a slot in the attended range but not in the batch gets a dummy query).
     Slots are handed out lowest first, so the slots in use stay a prefix of the pool; when none
-    is free the pool doubles (its contents are copied), and a freed slot is
-    reused. Memory is that of the most sequences alive at once, rounded up to a power of two.
+    is free the pool doubles (its contents are copied), and a freed slot is reused. Memory is
+    that of the most sequences alive at once, rounded up to a power of two.
 
     ``lock`` (reentrant) guards the free list and growth; ``GPT.prefill``/``decode`` hold it
     around a model call on pooled caches, so growth never moves a tensor under a running call:
