@@ -370,8 +370,9 @@ class Scheduler:
                     heapq.heapify(self._waiting)
                 while self._waiting and len(running) + len(join) < self.max_batch_size:
                     join.append(heapq.heappop(self._waiting)[2])
-        self._running = running + join if join else running
+        running += join
         decode += join
+        self._running = running
         self._interval = self.flush_interval  # coalescing: bound the events of the whole batch
         if self.max_events_per_second is not None:
             self._interval = max(self._interval, len(self._running) / self.max_events_per_second)

@@ -46,10 +46,10 @@ class Predictor(_Predictor):
             os.write(fd, (json.dumps(fields) + "\n").encode())
 
         engine, scheduler = self.engine, self.scheduler
-        decode, prefill, submit = engine.decode, engine.prefill, scheduler.submit
         if os.environ.get(PAIRED_ENV):
             engine.decode = _paired(engine, record)  # type: ignore[method-assign]
             return
+        decode, prefill, submit = engine.decode, engine.prefill, scheduler.submit
 
         def timed_decode(seqs: Any) -> Any:
             lengths = {seq.cache.length for seq in seqs}
