@@ -135,6 +135,7 @@ class Stream:
     text: str
     server_ttft: float | None = None  # the server's time_to_first_token metric
     server_rate: float | None = None  # the server's tokens_per_second metric
+    chunks: int = 0  # output events received
 
 
 # ── helpers ──────────────────────────────────────────────────────────────────────────────────
@@ -230,6 +231,7 @@ def server_stream(server: CogServer, n_tokens: int, seed: int) -> Stream:
         "".join(chunks),
         metrics.get("time_to_first_token"),
         metrics.get("tokens_per_second"),
+        len(chunks),
     )
 
 

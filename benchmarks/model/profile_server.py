@@ -89,7 +89,7 @@ from benchmarks.model.bench_server import (  # also puts scripts/ on sys.path
     set_threads_like_predictor,
     stage_predictor,
 )
-from benchmarks.model.timed_predict import LOG_ENV, PAIRED_ENV
+from benchmarks.model.timed_predict import DRAIN_SUFFIX, LOG_ENV, PAIRED_ENV
 from model import SamplingParams, load_model, resolve_weights_path
 
 TOKENS = 256
@@ -295,27 +295,47 @@ def split_round(
 
 
 def timeline(timed: CogServer, log: Path, engine: Any, n: int, rounds: int) -> dict[str, Any]:
-    """Pass 0: raw loop and timed server in turn, ``rounds`` times; the parts pooled over the
-    rounds as shares of the server's wall time, and how often rows sat at different positions."""
-    totals = Counter[str]()
-    server_walls = 0.0
-    steps = mixed = 0
-    for _ in range(rounds):
+    """Pass 0: ``rounds`` times the raw loop, then the timed server streamed and drained (its
+    text sent once per request, at the end: timed_predict.py's ``.drain`` file), those two in
+    alternating order. The parts pooled over the rounds as shares of each kind's wall time; how
+    often rows sat at different positions; the output events per second when streamed; and
+    the streamed rounds' cost per event above the drained ones', from the difference of their
+    shares of time outside the decode steps' CPU (each kind's own share: drift-free)."""
+    drain = log.with_name(log.name + DRAIN_SUFFIX)
+    totals = {kind: Counter[str]() for kind in ("streamed", "drained")}
+    walls = dict.fromkeys(totals, 0.0)
+    steps = mixed = events = 0
+    for r in range(rounds):
         raw = raw_run(engine, n, TOKENS)
         raw_wall = n * TOKENS / raw.aggregate
-        log.write_bytes(b"")  # the worker appends; each round starts empty
-        jobs = [lambda i=i: server_stream(timed, TOKENS, SEED + i) for i in range(n)]
-        _, wall, start = run_together(jobs)
-        # written by the model thread before each token goes out: complete once all completed
-        records = [json.loads(line) for line in log.read_text().splitlines()]
-        totals.update(split_round(records, start, wall, raw_wall, raw.ttft[-1]))
-        server_walls += wall
-        decodes = [r for r in records if r[0] == "d"]
-        steps += len(decodes)
-        mixed += sum(1 for r in decodes if r[5] > 1)
+        for kind in ("streamed", "drained") if r % 2 == 0 else ("drained", "streamed"):
+            if kind == "drained":
+                drain.touch()
+            else:
+                drain.unlink(missing_ok=True)
+            log.write_bytes(b"")  # the worker appends; each round starts empty
+            jobs = [lambda i=i: server_stream(timed, TOKENS, SEED + i) for i in range(n)]
+            streams, wall, start = run_together(jobs)
+            # written by the model thread before each token goes out: complete once all completed
+            records = [json.loads(line) for line in log.read_text().splitlines()]
+            totals[kind].update(split_round(records, start, wall, raw_wall, raw.ttft[-1]))
+            walls[kind] += wall
+            if kind == "streamed":
+                events += sum(s.chunks for s in streams)
+                decodes = [r for r in records if r[0] == "d"]
+                steps += len(decodes)
+                mixed += sum(1 for r in decodes if r[5] > 1)
+    drain.unlink(missing_ok=True)
+    shares = {kind: {key: totals[kind][key] / walls[kind] for key, _ in SPLIT} for kind in totals}
+    outside = {  # each kind's share of its wall time not spent in decode steps' CPU
+        kind: 1.0 - shares[kind]["raw"] - shares[kind]["decode_cpu"] for kind in totals
+    }
     return {
-        "shares": {key: totals[key] / server_walls for key, _ in SPLIT},
+        "shares": shares["streamed"],
+        "drained_shares": shares["drained"],
         "mixed_positions": mixed / max(1, steps),
+        "events_per_s": events / walls["streamed"],
+        "per_event_s": (outside["streamed"] - outside["drained"]) * walls["streamed"] / events,
     }
 
 
@@ -337,14 +357,15 @@ def paired_ratio(records: list[list[Any]], n: int) -> dict[str, float]:
     return {"ratio": statistics.median(ratios), "steps": float(len(ratios))}
 
 
-def drift_free(timeline: dict[str, Any]) -> float:
+def drift_free(timeline: dict[str, Any], shares_key: str = "shares") -> float:
     """Server / raw tokens/s with the raw loop's decode time taken from the paired steps.
 
     The split's first two rows add up to the server's decode CPU (plus the raw loop's prefill
     time, a fraction of a percent); a raw loop doing the same steps needs that over the paired
     ratio. Its other parts (waits, between calls, prefills, coglet) stay as measured.
+    ``shares_key="drained_shares"``: the same for the rounds whose text went out at the end.
     """
-    shares = timeline["shares"]
+    shares = timeline[shares_key]
     return float((shares["raw"] + shares["decode_cpu"]) / timeline["paired"]["ratio"])
 
 
@@ -400,6 +421,8 @@ def profile(
     n: int,
     rounds: int,
     tmp: Path,
+    *,
+    split_only: bool = False,
 ) -> dict[str, Any]:
     assert server.pid is not None
     server_run(timed, n, 32)  # warm-up
@@ -407,6 +430,8 @@ def profile(
     wall_split["mixed_step_cpu"] = mixed_positions_cost(engine, n)
     server_run(paired, n, 32)  # warm-up
     wall_split["paired"] = paired_steps(paired, tmp / PAIRED_FILE, n, rounds)
+    if split_only:
+        return {"n": n, "timeline": wall_split}
     worker = proc_times.children(server.pid)[0]
     before = proc_times.snapshot([worker])
     server_run(server, n, 32)  # warm-ups; the model thread is the worker's busiest
@@ -512,6 +537,23 @@ def report(results: list[dict[str, Any]]) -> str:
         "**server / raw without the drift**: the first two rows' sum over the paired ratio",
         lambda r: f"{drift_free(r['timeline']):.1%}",
     )
+    row("**the same server, each request's text sent once, at its end (drained rounds)**")
+    for key, label in SPLIT:
+        row(label, lambda r, key=key: f"{r['timeline']['drained_shares'][key]:.1%}")
+    row(
+        "**drained: server / raw without the drift**",
+        lambda r: f"{drift_free(r['timeline'], 'drained_shares'):.1%}",
+    )
+    row("output events per second, streamed", lambda r: f"{r['timeline']['events_per_s']:.0f}")
+    row(
+        "coglet's output path per event (streamed over drained), us; share of the round",
+        lambda r: (
+            f"{r['timeline']['per_event_s'] * 1e6:.0f}; "
+            f"{r['timeline']['per_event_s'] * r['timeline']['events_per_s']:.1%}"
+        ),
+    )
+    if "model_thread" not in results[0]:  # --split-only
+        return "\n".join(lines)
     row("**tokens/s vs the raw loop in this process**")
     row("raw loop inside a coglet worker", lambda r: f"{r['raw_in_worker_vs_raw']:.1%}")
     row(
@@ -565,6 +607,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, nargs="+", default=[8, 32], help="predictions at once")
     ap.add_argument("--rounds", type=int, default=3, help="rounds per pass")
     ap.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
+    ap.add_argument(
+        "--split-only", action="store_true", help="only the split and the paired steps (pass 0)"
+    )
     args = ap.parse_args()
     resolve_weights_path()
     set_threads_like_predictor()
@@ -601,7 +646,19 @@ def main() -> None:
             results = []
             for n in args.n:
                 print(f"N = {n}: {args.rounds} rounds x 4 passes ...", flush=True)
-                results.append(profile(server, probe, timed, paired, engine, n, args.rounds, tmp))
+                results.append(
+                    profile(
+                        server,
+                        probe,
+                        timed,
+                        paired,
+                        engine,
+                        n,
+                        args.rounds,
+                        tmp,
+                        split_only=args.split_only,
+                    )
+                )
     print(report(results))
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

@@ -14,6 +14,12 @@ rows that start at the same prompt and live as long (255 steps, their window sli
 the scheduler's thread waits meanwhile. It then logs ``["r", n, k, cpu, raw_cpu]`` per step:
 the same work, in the same process and the same moment, so the machine's drift hits both and
 their ratio says whether the server's steps themselves cost more.
+
+While a file named as the log plus ``.drain`` exists, each new request's text goes out as one
+output at its end instead of chunk by chunk: the scheduler's events still reach the consumer,
+coglet's thread iterating the channel, as when streamed, but coglet's output path (per item: its
+Python checks, ``json.dumps``, the pipe to the parent, SSE, the client's parse) runs once. The
+difference between the two is that path's cost per event.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ import json
 import os
 import threading
 import time
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, cast
 
 import torch
 from cog import Path
@@ -30,9 +37,11 @@ from cog import Path
 from model import Engine, SamplingParams
 from predict import TORCH_THREADS
 from predict import Predictor as _Predictor
+from threading_utils import Channel
 
 LOG_ENV = "TIMELINE_LOG"
 PAIRED_ENV = "PAIRED_STEPS"
+DRAIN_SUFFIX = ".drain"  # with $TIMELINE_LOG + this present, text goes out once, at the end
 PROMPT = "def fibonacci(n):"  # bench_server's prompt and sampling, for the raw batches
 RAW_STEPS = 255  # a raw batch's life: bench_server's raw loop, 256 tokens
 
@@ -40,6 +49,7 @@ RAW_STEPS = 255  # a raw batch's life: bench_server's raw loop, 256 tokens
 class Predictor(_Predictor):
     def setup(self, weights: Path | str | None = None) -> None:
         super().setup(weights)
+        self.drain_flag = os.environ[LOG_ENV] + DRAIN_SUFFIX
         fd = os.open(os.environ[LOG_ENV], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
         def record(*fields: Any) -> None:
@@ -72,6 +82,22 @@ class Predictor(_Predictor):
         engine.decode = timed_decode  # type: ignore[method-assign]
         engine.prefill = timed_prefill  # type: ignore[method-assign]
         scheduler.submit = timed_submit  # type: ignore[method-assign]
+
+    def submit(self, *args: Any, **kwargs: Any) -> Channel[str]:
+        channel = super().submit(*args, **kwargs)
+        if not os.path.exists(self.drain_flag):
+            return channel
+        return cast(Channel[str], _Drained(channel))
+
+
+class _Drained:
+    """A channel whose consumer gets its text as one item, when the request ends."""
+
+    def __init__(self, channel: Channel[str]) -> None:
+        self.channel = channel
+
+    def stream(self) -> Iterator[str]:
+        yield "".join(self.channel.stream())
 
 
 def _paired(engine: Engine, record: Any) -> Any:
