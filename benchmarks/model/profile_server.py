@@ -58,6 +58,7 @@ coglet's parent (Rust) is measured by its CPU alone. Linux only; py-spy from req
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -69,7 +70,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from benchmarks import proc_times
 from benchmarks.model.bench_server import (  # also puts scripts/ on sys.path
@@ -89,9 +90,10 @@ from benchmarks.model.bench_server import (  # also puts scripts/ on sys.path
     set_threads_like_predictor,
     stage_predictor,
 )
-from benchmarks.model.timed_predict import DRAIN_SUFFIX, LOG_ENV, PAIRED_ENV
+from benchmarks.model.timed_predict import DRAIN_SUFFIX, FLUSH_PROMPT, LOG_ENV, PAIRED_ENV
 from model import SamplingParams, load_model, resolve_weights_path
 
+T = TypeVar("T")
 TOKENS = 256
 RATE = 100  # py-spy samples per second
 TIMELINE_FILE = "timeline.jsonl"
@@ -313,11 +315,10 @@ def timeline(timed: CogServer, log: Path, engine: Any, n: int, rounds: int) -> d
                 drain.touch()
             else:
                 drain.unlink(missing_ok=True)
-            log.write_bytes(b"")  # the worker appends; each round starts empty
             jobs = [lambda i=i: server_stream(timed, TOKENS, SEED + i) for i in range(n)]
-            streams, wall, start = run_together(jobs)
-            # written by the model thread before each token goes out: complete once all completed
-            records = [json.loads(line) for line in log.read_text().splitlines()]
+            (streams, wall, start), records = timed_records(
+                timed, log, functools.partial(run_together, jobs)
+            )
             totals[kind].update(split_round(records, start, wall, raw_wall, raw.ttft[-1]))
             walls[kind] += wall
             if kind == "streamed":
@@ -339,13 +340,32 @@ def timeline(timed: CogServer, log: Path, engine: Any, n: int, rounds: int) -> d
     }
 
 
+def timed_records(timed: CogServer, log: Path, work: Callable[[], T]) -> tuple[T, list[list[Any]]]:
+    """What ``work()`` returns, and timed_predict.py's records of it (run against ``timed``),
+    and only of it: the worker writes what it holds to ``log`` before and after (its flush
+    request), when its model thread is idle."""
+
+    def flush() -> None:
+        status, body = timed.predict({"prompt": FLUSH_PROMPT, "max_new_tokens": 1})
+        if status != 200 or not isinstance(body, dict) or body.get("status") != "succeeded":
+            raise RuntimeError(f"the timeline's flush answered {status}: {body}")
+
+    flush()
+    log.write_bytes(b"")
+    result = work()
+    flush()
+    return result, [json.loads(line) for line in log.read_text().splitlines()]
+
+
 def paired_steps(paired: CogServer, log: Path, n: int, rounds: int) -> dict[str, float]:
     """Rounds of N predictions on the paired server: the median over its full steps (all N
     requests running) of the step's CPU over its paired raw step's, and how many there were."""
-    log.write_bytes(b"")
-    for _ in range(rounds):
-        server_run(paired, n, TOKENS)
-    return paired_ratio([json.loads(line) for line in log.read_text().splitlines()], n)
+
+    def work() -> None:
+        for _ in range(rounds):
+            server_run(paired, n, TOKENS)
+
+    return paired_ratio(timed_records(paired, log, work)[1], n)
 
 
 def paired_ratio(records: list[list[Any]], n: int) -> dict[str, float]:
