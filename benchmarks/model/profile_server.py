@@ -328,16 +328,33 @@ def timeline(timed: CogServer, log: Path, engine: Any, n: int, rounds: int) -> d
                 mixed += sum(1 for r in decodes if r[5] > 1)
     drain.unlink(missing_ok=True)
     shares = {kind: {key: totals[kind][key] / walls[kind] for key, _ in SPLIT} for kind in totals}
-    outside = {  # each kind's share of its wall time not spent in decode steps' CPU
-        kind: 1.0 - shares[kind]["raw"] - shares[kind]["decode_cpu"] for kind in totals
-    }
     return {
         "shares": shares["streamed"],
         "drained_shares": shares["drained"],
         "mixed_positions": mixed / max(1, steps),
         "events_per_s": events / walls["streamed"],
-        "per_event_s": (outside["streamed"] - outside["drained"]) * walls["streamed"] / events,
+        "per_event_s": per_event(shares["streamed"], shares["drained"], walls["streamed"], events),
     }
+
+
+def per_event(
+    streamed: dict[str, float], drained: dict[str, float], wall: float, events: int
+) -> float:
+    """Seconds per output event that streaming costs above draining.
+
+    ``streamed`` and ``drained`` are the SPLIT shares of each kind's rounds; ``wall`` the streamed
+    rounds' seconds and ``events`` their output events. Each kind's share of its time *outside*
+    the decode steps' CPU (the split's first two rows) is its own, so the machine's drift between
+    the rounds, which moves the steps' CPU and the wall time alike, mostly cancels; what the
+    streamed rounds spend there above the drained ones is the events' cost.
+    """
+    if events < 1:
+        raise ValueError("no output events")
+
+    def outside(shares: dict[str, float]) -> float:
+        return 1.0 - shares["raw"] - shares["decode_cpu"]
+
+    return (outside(streamed) - outside(drained)) * wall / events
 
 
 def timed_records(timed: CogServer, log: Path, work: Callable[[], T]) -> tuple[T, list[list[Any]]]:

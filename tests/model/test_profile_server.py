@@ -1,6 +1,6 @@
 """benchmarks/model/profile_server.py: how a py-spy sample of the model thread is classified,
-how a server round's wall time is split from the model thread's timings, and how paired steps
-are compared."""
+how a server round's wall time is split from the model thread's timings, how paired steps are
+compared, and what an output event costs."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from benchmarks.model.profile_server import (
     drift_free,
     is_model_thread,
     paired_ratio,
+    per_event,
     split_round,
     waiting_for_work,
 )
@@ -140,3 +141,21 @@ def test_the_drift_free_ratio_takes_the_raw_decode_time_from_the_paired_steps() 
     # the raw round ran slow: the split credits the server with 2% of "negative" decode CPU
     timeline = {"shares": {"raw": 0.96, "decode_cpu": -0.02}, "paired": {"ratio": 1.01}}
     assert drift_free(timeline) == pytest.approx(0.94 / 1.01)
+
+
+def test_the_drained_ratio_reads_the_drained_rounds_shares() -> None:
+    timeline = {
+        "shares": {"raw": 0.90, "decode_cpu": 0.0},
+        "drained_shares": {"raw": 0.93, "decode_cpu": 0.02},
+        "paired": {"ratio": 1.0},
+    }
+    assert drift_free(timeline, "drained_shares") == pytest.approx(0.95)
+
+
+def test_an_events_cost_is_the_streamed_rounds_time_outside_the_steps_above_the_drained() -> None:
+    # streamed: 10% of 10 s outside the decode steps' CPU; drained: 8% of theirs; 1,000 events
+    streamed = {"raw": 0.93, "decode_cpu": -0.03}
+    drained = {"raw": 0.90, "decode_cpu": 0.02}  # slower raw round: the drift does not count
+    assert per_event(streamed, drained, 10.0, 1000) == pytest.approx(0.02 * 10.0 / 1000)
+    with pytest.raises(ValueError, match="no output events"):
+        per_event(streamed, drained, 10.0, 0)
