@@ -682,7 +682,8 @@ def main() -> None:
         ):
             results = []
             for n in args.n:
-                print(f"N = {n}: {args.rounds} rounds x 4 passes ...", flush=True)
+                passes = "the split" if args.split_only else "4 passes"
+                print(f"N = {n}: {args.rounds} rounds x {passes} ...", flush=True)
                 results.append(
                     profile(
                         server,
