@@ -4,22 +4,26 @@ Run ``python -m benchmarks.model.profile_server`` from the repository root (``ma
 ``--n 8 32`` the loads, ``--rounds 3`` per pass, ``--json FILE``). For each N it runs N
 predictions of 256 tokens at once (as ``bench_server``), in passes against one server:
 
-0. **A round's wall time, split** (twice ``--rounds`` rounds, each after a raw-loop round):
-   predict.py served as ``benchmarks/model/timed_predict.py``, which logs when each request
-   reaches the worker and each prefill and decode step of the model thread (wall and CPU). The
-   client's wall time of a round then splits exactly into: the raw loop's time for the same
-   tokens; the decode steps' CPU above the raw loop's; time asleep inside the steps (the GIL
-   taken by another thread — coglet's, sending an output event or checking a wait slice — or
-   no free core); time between model calls (the scheduler's bookkeeping, channel hand-offs,
-   the listener, and waits there); prefills above the raw loop's; request -> its submit in the
-   worker; and last token -> the client's ``completed``. Plus what share of the steps had rows
-   at different positions (requests that joined in different steps), and what such a step
-   costs against an aligned one (two batches decoded in turn in this process). And the
-   decode steps' CPU against raw steps *paired in the worker* (a third server, the same file
-   with ``$PAIRED_STEPS``: each step of the scheduler followed by one of a raw batch of the
-   same size, prompt and age in another thread there): the same moment of the same process,
-   so the machine's drift, which moves the raw-loop rounds by ±10% against the server's,
-   hits both alike; server / raw with the raw loop's decode time taken from them.
+0. **A round's wall time, split** (twice ``--rounds`` rounds of each kind; ``--split-only`` runs
+   this pass alone): predict.py served as ``benchmarks/model/timed_predict.py``, which records
+   when each request reaches the worker and each prefill and decode step of the model thread
+   (wall and CPU), kept in memory and written out between rounds. Each raw-loop round is
+   followed by a streamed round and a drained one (each request's text sent once, at its end),
+   in turn; the streamed rounds' time outside the decode steps above the drained rounds' is the
+   cost of coglet's output path per event. The client's wall time of a round then splits exactly
+   into: the raw loop's time for the same tokens; the decode steps' CPU above the raw loop's;
+   time asleep inside the steps (the GIL taken by another thread — coglet's, sending an output
+   event or checking a wait slice — or no free core); time between model calls (the scheduler's
+   bookkeeping, channel hand-offs, the listener, and waits there); prefills above the raw
+   loop's; request -> its submit in the worker; and last token -> the client's ``completed``.
+   Plus what share of the steps had rows at different positions (requests that joined in
+   different steps), and what such a step costs against an aligned one (two batches decoded in
+   turn in this process). And the decode steps' CPU against raw steps *paired in the worker* (a
+   third server, the same file with ``$PAIRED_STEPS``: each step of the scheduler paired with
+   one of a raw batch of the same size, prompt and age in another thread there, run after it or,
+   in turn, before it): the same moment of the same process, so the machine's drift, which moves
+   the raw-loop rounds by ±10% against the server's, hits both alike; server / raw with the raw
+   loop's decode time taken from them.
 
 1. **Unprofiled**, four kinds one after the other in each round (rotating which goes first):
    the raw batch-N loop in this process; the same loop inside a coglet worker, and predict.py's
@@ -553,9 +557,15 @@ def report(results: list[dict[str, Any]]) -> str:
     def row(label: str, cell: Callable[[dict[str, Any]], str] = lambda r: "") -> None:
         lines.append(f"| {label} | " + " | ".join(cell(r) for r in results) + " |")
 
-    row("**a server round's wall time, by part (timed_predict.py, pooled over the rounds)**")
-    for key, label in SPLIT:
-        row(label, lambda r, key=key: f"{r['timeline']['shares'][key]:.1%}")
+    def parts(title: str, shares_key: str) -> None:
+        row(title)
+        for key, label in SPLIT:
+            row(label, lambda r, key=key: f"{r['timeline'][shares_key][key]:.1%}")
+
+    parts(
+        "**a server round's wall time, by part (timed_predict.py, pooled over the rounds)**",
+        "shares",
+    )
     row(
         "decode steps with rows at different positions",
         lambda r: f"{r['timeline']['mixed_positions']:.0%}",
@@ -574,9 +584,10 @@ def report(results: list[dict[str, Any]]) -> str:
         "**server / raw without the drift**: the first two rows' sum over the paired ratio",
         lambda r: f"{drift_free(r['timeline']):.1%}",
     )
-    row("**the same server, each request's text sent once, at its end (drained rounds)**")
-    for key, label in SPLIT:
-        row(label, lambda r, key=key: f"{r['timeline']['drained_shares'][key]:.1%}")
+    parts(
+        "**the same server, each request's text sent once, at its end (drained rounds)**",
+        "drained_shares",
+    )
     row(
         "**drained: server / raw without the drift**",
         lambda r: f"{drift_free(r['timeline'], 'drained_shares'):.1%}",
