@@ -70,18 +70,19 @@ class GPTConfig:
 
 
 class KVPool:
-    """Keys and values of many sequences, one *slot* each, in one tensor per kind.
+    """Keys and values of many sequences, one *slot* each, in one tensor.
 
-    ``k`` and ``v`` have shape (n_layer, slots, H, block_size, D). A decode step writes the new
-    keys/values of all its rows with one indexed assignment per layer and runs one attention
-    call per layer over the pool's leading slots, with a mask for each row's length, instead of
-    one call per row. ``mask`` (slots, H, block_size) is that mask, kept up to date as keys are
-    written (``set_length`` after a prefill, the decode step for its new key): 0 at a slot's
-    valid positions, -inf elsewhere. Position 0 always counts as valid, so that no row of
-    scores is all -inf (a slot in the attended range but not in the batch gets a dummy query).
-    Slots are handed out lowest first, so the slots in use stay a prefix of the pool; when none
-    is free the pool doubles (its contents are copied), and a freed slot is reused. Memory is
-    that of the most sequences alive at once, rounded up to a power of two.
+    ``kv`` has shape (n_layer, 2, slots, H, block_size, D): keys at ``[:, 0]`` (``k``, a view)
+    and values at ``[:, 1]`` (``v``). A decode step writes the new keys and values of all its
+    rows with one assignment per layer and runs one attention call per layer over the pool's
+    leading slots, with a mask for each row's length, instead of one call per row. ``mask``
+    (slots, H, block_size) is that mask, kept up to date as keys are written (``set_length``
+    after a prefill, the decode step for its new key): 0 at a slot's valid positions, -inf
+    elsewhere. Position 0 always counts as valid, so that no row of scores is all -inf (a slot
+    in the attended range but not in the batch gets a dummy query). Slots are handed out lowest
+    first, so the slots in use stay a prefix of the pool; when none is free the pool doubles
+    (its contents are copied), and a freed slot is reused. Memory is that of the most sequences
+    alive at once, rounded up to a power of two.
 
     ``lock`` (reentrant) guards the free list and growth; ``GPT.prefill``/``decode`` hold it
     around a model call on pooled caches, so growth never moves a tensor under a running call:
@@ -95,14 +96,13 @@ class KVPool:
             raise ValueError(f"a KVPool needs at least one slot, got {slots}")
         self.config = config
         self.lock = threading.RLock()
-        self.k = self._zeros(slots, device, dtype)
-        self.v = self._zeros(slots, device, dtype)
+        self.kv = self._zeros(slots, device, dtype)
         self.mask = self._mask(slots, device, dtype)
         self._free = list(range(slots))  # a heap: the lowest free slot first
 
     def _zeros(self, slots: int, device: torch.device, dtype: torch.dtype) -> Tensor:
         c = self.config
-        shape = (c.n_layer, slots, c.n_head, c.block_size, c.head_size)
+        shape = (c.n_layer, 2, slots, c.n_head, c.block_size, c.head_size)
         # zeros, not empty: masked positions of unused slots must be finite (0 * NaN is NaN)
         return torch.zeros(shape, device=device, dtype=dtype)
 
@@ -121,9 +121,19 @@ class KVPool:
             self.mask[slot, :, max(length, 1) :] = float("-inf")
 
     @property
+    def k(self) -> Tensor:
+        """Keys, (n_layer, slots, H, block_size, D): a view of ``kv``."""
+        return self.kv[:, 0]
+
+    @property
+    def v(self) -> Tensor:
+        """Values, (n_layer, slots, H, block_size, D): a view of ``kv``."""
+        return self.kv[:, 1]
+
+    @property
     def capacity(self) -> int:
         """Slots allocated (in use or free)."""
-        return self.k.shape[1]
+        return self.kv.shape[2]
 
     @property
     def num_used(self) -> int:
@@ -135,13 +145,11 @@ class KVPool:
         with self.lock:
             if not self._free:
                 n = self.capacity
-                k = self._zeros(2 * n, self.k.device, self.k.dtype)
-                v = self._zeros(2 * n, self.v.device, self.v.dtype)
+                kv = self._zeros(2 * n, self.kv.device, self.kv.dtype)
                 mask = self._mask(2 * n, self.mask.device, self.mask.dtype)
-                k[:, :n] = self.k
-                v[:, :n] = self.v
+                kv[:, :, :n] = self.kv
                 mask[:n] = self.mask
-                self.k, self.v, self.mask = k, v, mask
+                self.kv, self.mask = kv, mask
                 self._free = list(range(n, 2 * n))
             slot = heapq.heappop(self._free)
             self.set_length(slot, 0)  # nothing of the slot's last sequence stays valid
@@ -258,13 +266,17 @@ class CausalSelfAttention(nn.Module):
         that keeps, for each row, exactly its own valid keys; slots of the range that are not
         in the batch get a dummy query, whose output is dropped.
         """
-        q, k, v = self._qkv(x)  # (B, H, 1, D)
+        B, _, C = x.shape
+        H = self.n_head
+        qkv = self.c_attn(x)  # (B, 1, 3C)
+        q = qkv[..., :C].view(B, 1, H, C // H).transpose(1, 2)  # (B, H, 1, D)
+        kv = qkv[:, 0, C:].view(B, 2, H, C // H)  # (B, 2, H, D): new keys and values, a view
         if len(groups) == 1:  # all rows in one pool (an engine's): no gather/scatter of rows
-            return self._out(groups[0].attend(q, k, v, layer))  # (B, 1, C)
+            return self._out(groups[0].attend(q, kv, layer))  # (B, 1, C)
         y = torch.empty_like(q)
         for group in groups:
             rows = torch.tensor(group.rows, device=q.device)
-            y[rows] = group.attend(q[rows], k[rows], v[rows], layer)
+            y[rows] = group.attend(q[rows], kv[rows], layer)
         return self._out(y)  # (B, 1, C)
 
 
@@ -278,7 +290,7 @@ class _PoolRows:
     """
 
     def __init__(self, pool: KVPool, rows: list[int], slots: list[int], pos: list[int]) -> None:
-        device = pool.k.device
+        device = pool.kv.device
         self.pool = pool
         self.rows = rows  # rows of the batch
         self.lo, self.hi = min(slots), max(slots) + 1
@@ -290,37 +302,39 @@ class _PoolRows:
         self.slots = (
             None if self.in_order else torch.tensor([s - self.lo for s in slots], device=device)
         )
-        H, block = pool.k.shape[2], pool.k.shape[3]
+        S, H, block = pool.kv.shape[2:5]
         mask = pool.mask[self.lo : self.hi]  # (P, H, block), a view
         # Rows at different positions (requests that joined in different steps: the usual case
         # under continuous batching) cost two torch calls here, once per step, so that each
-        # layer costs as many torch calls as when they are aligned: `index` says where each
-        # row's new key goes in the flattened span of the pool (the same place in the pool's
-        # mask, which turns valid), and `bias`, a view of that mask, is added by the scores'
-        # matmul itself.
-        self.index: Tensor | None = None  # (b * H,) into the span's (P * H * block) rows
+        # layer costs fewer torch calls than when they are aligned: `index` says where each
+        # row's new key, then its new value, goes in the layer's flattened (2, S, H, block) rows
+        # of D (its first half is also where each row turns valid in the pool's mask), and
+        # `bias`, a view of that mask, is added by the scores' matmul itself.
+        self.index: Tensor | None = None  # (2 * b * H,): keys' rows, then values'
         self.bias: Tensor | None = None  # (P * H, 1, L)
         if self.at is not None:
             mask[:, :, self.at] = 0.0
         else:
-            offsets = [(s - self.lo) * H * block + p for s, p in zip(slots, pos, strict=True)]
-            span = [o + h * block for o in offsets for h in range(H)]
-            self.index = torch.tensor(span, device=device)
-            mask.view(-1).index_fill_(0, self.index, 0.0)
+            keys = [
+                (s * H + h) * block + p for s, p in zip(slots, pos, strict=True) for h in range(H)
+            ]
+            values = S * H * block  # where a layer's values start
+            self.index = torch.tensor(keys + [i + values for i in keys], device=device)
+            pool.mask.view(-1).index_fill_(0, self.index[: len(keys)], 0.0)
             self.bias = mask[:, :, : self.length].reshape(-1, 1, self.length)  # a view
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, layer: int) -> Tensor:
-        """q, k, v: (b, H, 1, D) of these rows; writes k, v at their positions, returns y."""
-        k_pool = self.pool.k[layer, self.lo : self.hi]  # (P, H, block, D), a view
-        v_pool = self.pool.v[layer, self.lo : self.hi]
-        if self.at is not None:
-            k_pool[:, :, self.at] = k[:, :, 0]
-            v_pool[:, :, self.at] = v[:, :, 0]
-        else:
+    def attend(self, q: Tensor, kv: Tensor, layer: int) -> Tensor:
+        """q: (b, H, 1, D) and the new keys and values kv: (b, 2, H, D) of these rows; writes
+        kv at the rows' positions and returns the attention's output y: (b, H, 1, D)."""
+        layer_kv = self.pool.kv[layer]  # (2, S, H, block, D), a view
+        k_pool = layer_kv[0, self.lo : self.hi]  # (P, H, block, D), a view
+        v_pool = layer_kv[1, self.lo : self.hi]
+        if self.at is not None:  # one strided copy: (2, P, H, D) at position `at`
+            layer_kv[:, self.lo : self.hi, :, self.at] = kv.transpose(0, 1)
+        else:  # one copy to contiguous (2 * b * H, D), one indexed write
             assert self.index is not None
-            D = k.shape[-1]
-            k_pool.view(-1, D).index_copy_(0, self.index, k[:, :, 0].reshape(-1, D))
-            v_pool.view(-1, D).index_copy_(0, self.index, v[:, :, 0].reshape(-1, D))
+            D = kv.shape[-1]
+            layer_kv.view(-1, D).index_copy_(0, self.index, kv.transpose(0, 1).reshape(-1, D))
         if self.in_order:
             q_p = q
         else:
