@@ -306,7 +306,12 @@ def check_cancel_stops_the_work(server: CogServer, inputs: Mapping[str, Any]) ->
             time.sleep(window)  # the first window: the model at work
             cancelled_at = time.monotonic()
             busy = (group_cpu_seconds(server.pid) - busy) / (cancelled_at - busy_from)
-            assert server.cancel(run.id)[0] == 200
+            status = server.cancel(run.id)[0]
+            if status == 404:  # over before the cancel: a loaded client read its outputs late
+                assert run.done.wait(timeout=60), f"{run.id} unknown to the server yet streaming"
+                ended_after.append(run.done_at - cancelled_at)  # <= 0: this try does not count
+                continue
+            assert status == 200, f"the cancel of {run.id} answered {status}"
             assert run.done.wait(timeout=60), f"{run.id} still streaming after its cancel"
             time.sleep(max(0.0, run.done_at + grace - time.monotonic()))
             # The second window: the cancelled model must be idle. It ends where the stream
