@@ -122,7 +122,7 @@ class _Drained:
 
 
 def _paired(engine: Engine, record: Any) -> Any:
-    """engine.decode, each step followed by a raw step of the same size in another thread."""
+    """engine.decode, each step paired with a raw step of the same size in another thread."""
     raw = Engine(engine.model, device=engine.device, dtype=engine.dtype)  # its own KV pool
     go, done = threading.Semaphore(0), threading.Semaphore(0)
     size: list[int] = [0]
