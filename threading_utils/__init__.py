@@ -23,10 +23,15 @@ Public API:
                                        streams: a batching scheduler); context per stream
     OrderedStage                       work handed to a pool from a producer, its results
                                        emitted in hand-off order, bounded and stoppable
+    Batcher                            dynamic batching: callers submit one item each, one
+                                       thread runs the batch function over many at once
+    current_batch(), BatchItem         inside a batch function: its items, each with
+                                       ``.run(fn)`` under its caller's context
     stop_requested()                   inside a producer: has its consumer gone away?
     request_stop(stream)               from any thread: stop a stream's producer (cancel hooks)
 """
 
+from ._batch import Batcher, BatchItem, current_batch
 from ._context import ContextThread, ContextThreadPoolExecutor, capture_context
 from ._ordered import OrderedStage
 from ._stream import (
@@ -42,6 +47,8 @@ from ._stream import (
 )
 
 __all__ = [
+    "BatchItem",
+    "Batcher",
     "Channel",
     "ContextThread",
     "ContextThreadPoolExecutor",
@@ -51,6 +58,7 @@ __all__ = [
     "async_generator_from_callback",
     "async_generator_from_thread",
     "capture_context",
+    "current_batch",
     "generator_from_callback",
     "generator_from_thread",
     "request_stop",
