@@ -24,7 +24,9 @@ and the next one still runs):
    output (client-side, send -> first ``output`` event), device memory (``nvidia-smi``: idle
    after setup and peak while running); then cancel latency: ``contract.long_input(i)``,
    cancelled at its first output, time to the ``completed`` event (status must be
-   ``canceled``).
+   ``canceled``). A predictor without ``@streaming`` (no ``x-cog-streaming`` in its schema:
+   coglet answers SSE with 406) gets synchronous requests instead, its response counting as its
+   one output, and no cancel step.
 5. **The model's own benchmark**, if a ``benchmarks/<folder>/bench_server.py`` exists and takes
    ``--quick --json FILE`` (the demo model's does; a fork that deletes it loses this step only):
    its quick mode, server vs scheduler vs the raw batched loop, with its ``--json`` numbers
@@ -381,7 +383,20 @@ class Stream:
     error: str | None
 
 
-def stream_once(server: CogServer, inputs: Mapping[str, Any]) -> Stream:
+def takes_sse(schema: Json) -> bool:
+    """Does the predictor take SSE? coglet serves it only where the schema's POST /predictions
+    says `x-cog-streaming: true` (`@streaming` on run(); replicate/cog
+    `crates/coglet/src/service.rs`, `schema_supports_prediction_streaming`), else HTTP 406."""
+    operation = ((schema.get("paths") or {}).get("/predictions") or {}).get("post") or {}
+    return operation.get("x-cog-streaming") is True
+
+
+def stream_once(server: CogServer, inputs: Mapping[str, Any], *, streaming: bool = True) -> Stream:
+    """One prediction, timed: over SSE, or (`streaming=False`: a predictor that returns one
+    value, which coglet refuses SSE for) as one synchronous request, whose response is its one
+    output (`first` is when it arrived)."""
+    if not streaming:
+        return _respond_once(server, inputs)
     events = server.predict_stream(inputs, timeout=STREAM_TIMEOUT, busy_retry=10.0)
     sent = time.monotonic()  # the request goes out on the first next()
     first: float | None = None
@@ -396,6 +411,24 @@ def stream_once(server: CogServer, inputs: Mapping[str, Any]) -> Stream:
             chars += len(chunk) if isinstance(chunk, str) else 0
         elif event.event == "completed":
             final, end = event.data, event.time
+    return _stream(sent, first, end, count, chars, final)
+
+
+def _respond_once(server: CogServer, inputs: Mapping[str, Any]) -> Stream:
+    sent = time.monotonic()
+    code, body = server.predict(inputs, timeout=STREAM_TIMEOUT, busy_retry=10.0)
+    end = time.monotonic()
+    if code != 200 or not isinstance(body, dict):
+        body = {"status": f"HTTP {code}", "error": json.dumps(body)[:1000]}
+    output = body.get("output")
+    count = 0 if output is None else 1
+    chars = len(output) if isinstance(output, str) else 0
+    return _stream(sent, end if count else None, end, count, chars, body)
+
+
+def _stream(
+    sent: float, first: float | None, end: float, count: int, chars: int, final: Json
+) -> Stream:
     final = final if isinstance(final, dict) else {}
     metric = (final.get("metrics") or {}).get("output_token_count")
     tokens = int(metric) if isinstance(metric, int | float) else count
@@ -419,10 +452,11 @@ def measure_level(
 ) -> dict[str, Json]:
     inputs = [fit_to_schema(mode.input_fn(i), schema) for i in range(n)]
     barrier = threading.Barrier(n)
+    streaming = takes_sse(schema)
 
     def job(i: int) -> Stream:
         barrier.wait()
-        return stream_once(server, inputs[i])
+        return stream_once(server, inputs[i], streaming=streaming)
 
     with memory.window() as peak, ThreadPoolExecutor(n) as pool:
         streams = list(pool.map(job, range(n)))
@@ -449,7 +483,20 @@ def measure_level(
 
 
 def measure_cancel(server: CogServer, count: int, schema: Json) -> dict[str, Json]:
-    """Long predictions, one at a time, cancelled at their first output: time to `completed`."""
+    """Long predictions, one at a time, cancelled at their first output: time to `completed`.
+
+    Skipped (`ok`, with the reason in `skipped`) for a predictor that does not stream: its one
+    output is its response, so there is no first output to cancel at.
+    """
+    if not takes_sse(schema):
+        return {
+            "count": 0,
+            "statuses": {},
+            "ms_median": None,
+            "ms_max": None,
+            "ok": True,
+            "skipped": "not a streaming predictor (no @streaming): no first output to cancel at",
+        }
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     for i in range(count):
@@ -521,7 +568,8 @@ def measure_predictor(
             result["gpu_memory_idle_mib"] = memory.now()
             schema = json.loads((cwd / ".cog" / "openapi_schema.json").read_text())
             log(f"{ref}: ready in {result['startup_s']}s; concurrency {concurrency}")
-            stream_once(server, fit_to_schema(contract.short_input(0), schema))  # warm-up
+            warm_up = fit_to_schema(contract.short_input(0), schema)
+            stream_once(server, warm_up, streaming=takes_sse(schema))
             result["levels"] = []
             for n in levels:
                 level = measure_level(server, n, mode, schema, memory)
@@ -632,10 +680,13 @@ def summary(results: dict[str, Json]) -> str:
         if srv.get("skipped_levels"):
             lines.append(f"(not run: {srv['skipped_levels']} at once, above its concurrency)")
         cancel = srv.get("cancel", {})
-        lines.append(
-            f"\ncancel at first output -> canceled: median {fmt(cancel.get('ms_median'))} ms, "
-            f"max {fmt(cancel.get('ms_max'))} ms, statuses {cancel.get('statuses')}"
-        )
+        if cancel.get("skipped"):
+            lines.append(f"\ncancel: skipped, {cancel['skipped']}")
+        else:
+            lines.append(
+                f"\ncancel at first output -> canceled: median {fmt(cancel.get('ms_median'))} "
+                f"ms, max {fmt(cancel.get('ms_max'))} ms, statuses {cancel.get('statuses')}"
+            )
     bench = results.get("model_bench")
     if bench:
         lines += ["", f"## {bench.get('module', 'bench_server')} --quick", ""]

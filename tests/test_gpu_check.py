@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from cog_server import REPO_ROOT
+from conftest import CogServers
 
 pytestmark = [pytest.mark.slow, pytest.mark.server, pytest.mark.timeout(240)]
 
@@ -129,3 +130,26 @@ def test_servers_get_an_interpreter_with_a_python_beside_it(
         [python, "-c", "print('ok')"], capture_output=True, text=True, timeout=30, check=True
     )
     assert ran.stdout == "ok\n"
+
+
+@pytest.mark.timeout(120)
+def test_a_predictor_that_returns_one_value_is_measured_by_synchronous_requests(
+    module_cog_servers: CogServers,
+) -> None:
+    """coglet answers SSE with 406 for a predictor without @streaming: the levels ask for one
+    response each, and there is no first output to cancel at."""
+    import gpu_check
+
+    server = module_cog_servers.shared("vectors_probe.py:Vectors", concurrency=1)
+    code, schema = server.openapi()
+    assert code == 200
+    assert gpu_check.takes_sse(schema) is False
+    mode = gpu_check.Mode("t", (1,), lambda i: {"dims": 2 + i, "prompt": "dropped"}, 0, False)
+    level = gpu_check.measure_level(server, 1, mode, schema, gpu_check.MemorySampler())
+    assert level["failed"] == 0, level["errors"]
+    assert (level["succeeded"], level["unit"], level["tokens"]) == (1, "outputs", 1)
+    assert 0 < level["ttft_ms_p50"] == level["ttft_ms_p99"]
+    cancel = gpu_check.measure_cancel(server, 2, schema)
+    assert cancel["ok"] is True
+    assert cancel["count"] == 0
+    assert "not a streaming predictor" in cancel["skipped"]
