@@ -6,6 +6,8 @@ Predictors are in tests/predictors/legacy.py.
 
 from __future__ import annotations
 
+import hashlib
+from base64 import b64encode
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -89,3 +91,17 @@ def test_concurrent_bridged_streams_each_get_their_own_output_and_metrics(
         assert body["status"] == "succeeded", body
         assert body["output"] == [f"{tag}-{i}" for i in range(n)]
         assert body["metrics"]["items"] == n
+
+
+def test_file_inputs_the_server_downloaded_pass_and_server_paths_get_422(
+    servers: Callable[[str], CogServer],
+) -> None:
+    """cog 0.16 refuses a server path itself (coglet_inputs._received); the guard lets through
+    what that server downloaded."""
+    server = servers("FilePredictor")
+    data = b"a legacy file input\n"
+    code, body = server.predict({"image": f"data:text/plain;base64,{b64encode(data).decode()}"})
+    assert (code, body["status"]) == (200, "succeeded"), body
+    assert body["output"] == hashlib.sha256(data).hexdigest()
+    code, body = server.predict({"image": "/etc/hostname"})
+    assert code == 422, body
