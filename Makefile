@@ -20,7 +20,7 @@ INPUT ?=
 export INPUT
 PORT ?= 5000
 
-.PHONY: help setup predict serve schema context test test-legacy lint bench cog-predict push clean FORCE
+.PHONY: help setup predict serve schema context test test-legacy lint fix bench cog-predict push clean FORCE
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -50,7 +50,7 @@ $(SCHEMA): $(PREDICTOR_FILE) .cog/predictor scripts/schema.py scripts/cog_static
 
 # INPUT='name=value ...': any inputs, each read as `cog predict -i name=value` reads it, split
 # and unquoted as a shell would (it reaches the script through the environment, unexpanded).
-predict: $(SCHEMA) ## Stream one prediction: make predict [INPUT='name=value ...' OUTPUT_DIR=]
+predict: $(SCHEMA) ## One prediction, printed as it arrives: make predict [INPUT='name=value ...' OUTPUT_DIR=]
 	@$(PY) scripts/local_predict.py --url http://127.0.0.1:$(PORT) --predictor $(PREDICTOR) \
 	  --inputs "$$INPUT"
 
@@ -74,10 +74,19 @@ test: $(STAMP) $(LEGACY_STAMP) lint context ## Lint, then run every test (unit, 
 test-legacy: $(STAMP) $(LEGACY_STAMP) ## Only the tests against the legacy cog 0.16.12 Python server
 	$(PY) -m pytest -m legacy
 
+LINT_HINT := lint failed: `make fix` repairs formatting and fixable lint (then make lint again)
+
 lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
-	$(PY) -m ruff check .
-	$(PY) -m ruff format --check .
+	$(PY) -m ruff check . || { echo '$(LINT_HINT)' >&2; exit 1; }
+	$(PY) -m ruff format --check . || { echo '$(LINT_HINT)' >&2; exit 1; }
 	$(PY) -m mypy
+
+# Fixes first, then the formatter: a fix can leave what the formatter tidies (blank lines where
+# an unused import was), never the reverse here; the last check lists what needs a hand.
+fix: $(STAMP) ## ruff check --fix, then ruff format; lists what is left for a hand to fix
+	$(PY) -m ruff check --fix --exit-zero --silent .
+	$(PY) -m ruff format .
+	$(PY) -m ruff check .
 
 bench: $(STAMP) ## Benchmarks: the bridge vs the seed's decorator, then benchmarks/*/bench_*.py
 	$(PY) -m benchmarks.bench_bridge
