@@ -15,6 +15,8 @@ import pytest
 from build_context import context_files
 from cog_server import REPO_ROOT, CogServer, stage_server_dir
 
+import coglet_cancel
+import coglet_inputs
 from threading_utils._pool import default_pool
 
 PREDICTORS = Path(__file__).resolve().parent / "predictors"
@@ -123,6 +125,19 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str =
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}")
         time.sleep(0.001)
+
+
+@pytest.fixture(autouse=True)
+def runtime_hooks_undone() -> Iterator[None]:
+    """A test that runs a predictor's `setup()` in this process (a fork's own model test, say)
+    installs the runtime workarounds, which patch classes for the whole process
+    (`concurrent.futures.Future.cancel`, `cog.types.Path.validate`): each test ends with them
+    as it found them, so no other test depends on the order tests run in."""
+    was = coglet_cancel.installed(), coglet_inputs.installed()
+    yield
+    for module, installed in zip((coglet_cancel, coglet_inputs), was, strict=True):
+        if module.installed() and not installed:
+            module.uninstall()
 
 
 @pytest.fixture(autouse=True)
