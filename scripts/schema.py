@@ -373,7 +373,10 @@ def validation_problems(document: JsonDict, static: StaticPredictor) -> list[Pro
         message = None
         if "pattern" in prop and "string" in _types(prop):
             message = re2_error(prop["pattern"])
-        if message is None and "default" in prop:
+        # A null default is never validated: kin-openapi reads it as Go's nil, and Schema.validate
+        # checks `if v := schema.Default; v != nil` (openapi3/schema.go). So `str | None =
+        # Input(default=None, choices=[...])` builds, its enum without null (openapi_spec.go).
+        if message is None and prop.get("default") is not None:
             reasons = _visit(prop["default"], prop, schemas)
             if reasons:
                 message = "invalid default: " + " | ".join(reasons)

@@ -375,6 +375,50 @@ def test_what_the_builds_schema_validation_rejects_fails_make_schema(
     assert message in error
 
 
+OPTIONAL_CHOICE = """
+    from cog import BasePredictor, Input
+
+    class Predictor(BasePredictor):
+        def predict(self, style: str | None = Input(default=None, choices=["a", "b"])) -> str:
+            return repr(style)
+    """
+
+
+@pytest.mark.server
+@pytest.mark.timeout(90)
+def test_choices_on_an_optional_str_with_a_none_default_build_as_the_cli_writes_them(
+    tmp_path: Path, cog_servers: CogServers
+) -> None:
+    # openapi_spec.go buildInputSchema: the enum component from the choices (no null in it),
+    # the property `allOf` its $ref, `"default": null`, `"nullable": true`; the build's
+    # validation skips a null default (kin-openapi openapi3/schema.go Schema.validate validates
+    # `schema.Default` only when it is not nil).
+    (tmp_path / "schema").mkdir()
+    written = cli_schema(tmp_path / "schema", OPTIONAL_CHOICE)
+    components = written["components"]["schemas"]
+    assert components["Input"]["properties"]["style"] == {
+        "x-order": 0,
+        "allOf": [{"$ref": "#/components/schemas/style"}],
+        "default": None,
+        "nullable": True,
+    }
+    assert "required" not in components["Input"]
+    assert components["style"] == {
+        "title": "style",
+        "description": "An enumeration.",
+        "enum": ["a", "b"],
+        "type": "string",
+    }
+    # coglet serves it: left out is None, a choice passes, anything else is a 422.
+    source = tmp_path / "server"
+    source.mkdir()
+    (source / "choice.py").write_text(textwrap.dedent(OPTIONAL_CHOICE))
+    server = cog_servers.start("choice.py:Predictor", source_dir=source)
+    assert server.predict({})[1]["output"] == "None"
+    assert server.predict({"style": "b"})[1]["output"] == "'b'"
+    assert server.predict({"style": "c"})[0] == 422
+
+
 def test_int_bounds_check_a_default_as_kin_openapi_does() -> None:
     # kin-openapi schema.go visitJSONNumber: "number must be at most %g"
     document = {
