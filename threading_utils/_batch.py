@@ -266,15 +266,17 @@ class Batcher(Generic[T, R]):
         callers (Cog: ``@cog.concurrent(max=N)``, times the items each submits).
 
     Errors:
-        If ``fn`` raises, every caller of that batch raises the same exception object, with
-        the batch thread's frames in its traceback (their local variables cleared, so that a
-        failed batch's tensors are freed). A result that is an exception instance
-        (``BaseException``) fails only its own caller, which raises it: return
+        If ``fn`` raises an :class:`Exception`, every caller of that batch raises the same
+        exception object, with the batch thread's frames in its traceback (their local
+        variables cleared, so that a failed batch's tensors are freed). A result that is an
+        :class:`Exception` instance fails only its own caller, which raises it: return
         ``ValueError("bad input")`` at an item's position to reject one item and serve the
-        others. A result of the wrong length fails the whole batch with :class:`ValueError`.
-        The batcher goes on with the next batch; only an exception that is not an
-        :class:`Exception` (``SystemExit``, ``KeyboardInterrupt``) stops the batch thread,
-        after which every waiting and later caller raises :class:`RuntimeError`.
+        others. A result count other than the item count fails the whole batch with
+        :class:`ValueError`. The batcher goes on with the next batch. Anything else that
+        escapes ``fn`` (``SystemExit``, ``KeyboardInterrupt``: never re-raised in a caller's
+        task or thread) stops the batch thread: the callers of that batch, every waiting and
+        every later caller raise ``RuntimeError("the Batcher's thread stopped: ...")``, its
+        ``__cause__`` the original.
 
     Cancellation:
         A caller leaves when its task is cancelled (``asubmit``; also by ``asyncio.timeout``),
@@ -307,7 +309,7 @@ class Batcher(Generic[T, R]):
 
     def __init__(
         self,
-        fn: Callable[[list[T]], Iterable[R | BaseException]],
+        fn: Callable[[list[T]], Iterable[R | Exception]],
         *,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         max_wait: float = DEFAULT_MAX_WAIT,
@@ -391,7 +393,12 @@ class Batcher(Generic[T, R]):
             thread.join()
 
     def __enter__(self) -> Batcher[T, R]:
-        return self.start()
+        """Start the batcher unless it was started already (``with Batcher(fn).start() as b``)."""
+        if self._thread is None:
+            return self.start()
+        if not self.running:
+            raise RuntimeError(self._stopped or "the Batcher is closed")
+        return self
 
     def __exit__(
         self,
@@ -573,7 +580,7 @@ class Batcher(Generic[T, R]):
             with self._lock:
                 self._stopped = message
                 dropped = self._take_queue()
-            if batch is not None:  # the error came from the batcher itself, mid-batch
+            if batch is not None:  # raised by the batch function, or by the batcher mid-batch
                 dropped += [e for e in batch if e._state == _RUNNING]
             cause = exc
             _clear_frames(cause)
@@ -609,18 +616,16 @@ class Batcher(Generic[T, R]):
         token = _current_batch.set(tuple(batch))
         try:
             results = self._call(batch)
-        except BaseException as exc:
+        except Exception as exc:  # anything else stops the thread (see _serve)
             error = exc
             _clear_frames(error)  # the batch's tensors go now, not with the last caller's error
             _deliver(batch, None, lambda: error)
-            if not isinstance(error, Exception):
-                raise
             return
         finally:
             _current_batch.reset(token)
         _deliver(batch, results, None)
 
-    def _call(self, batch: list[BatchItem[T]]) -> list[R | BaseException]:
+    def _call(self, batch: list[BatchItem[T]]) -> list[R | Exception]:
         out = self._fn([entry.item for entry in batch])
         results = out if type(out) is list else list(out)
         if len(results) != len(batch):
@@ -668,7 +673,7 @@ def _deliver(
                 continue  # gone: its result is discarded
             entry._state = _DONE
             outcome = error() if error is not None else results[i] if results is not None else None
-            if isinstance(outcome, BaseException):
+            if isinstance(outcome, Exception):
                 entry._error = outcome
                 entry._traceback = outcome.__traceback__
             else:
