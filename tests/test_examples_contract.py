@@ -57,4 +57,5 @@ def test_the_example_keeps_the_contract(contract: str, uploads: str) -> None:
 def test_the_examples_with_file_outputs_ship_a_contract() -> None:
     assert "examples/image_contract.py" in CONTRACTS
     assert "examples/audio_contract.py" in CONTRACTS
+    assert "examples/video_contract.py" in CONTRACTS
     assert "tests/predictors/pool_contract.py" in CONTRACTS
