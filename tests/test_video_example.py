@@ -7,9 +7,11 @@ there (and no file added to its working directory). The frames are checked again
 run in this process: each JPEG and each MP4 frame must be nearest to the model's frame of its
 place (JPEG and H.264 are lossy: a mean pixel error of 6 and 9 here, while two frames 1/3 s
 apart differ by 29 or more). A cancelled prediction's logs and metrics carry the producer's
-closing work (its `finally`: docs/bridge.md, "Closing work on cancel"). The producer also runs
-in-process, under hypothesis: frames in order, and a consumer that leaves leaves no thread and
-no file.
+closing work (its `finally`: docs/bridge.md, "Closing work on cancel"). Why its pool is a
+`ContextThreadPoolExecutor`: a probe beside it shows a plain pool losing the line of a call
+submitted to it directly, beside the stage (docs/bridge.md, "Which executor"). The producer also
+runs in-process, under hypothesis: frames in order, and a consumer that leaves leaves no thread
+and no file.
 """
 
 from __future__ import annotations
@@ -235,6 +237,74 @@ def test_a_cancelled_prediction_with_uploads_carries_the_closing_line_in_its_web
     assert 3 <= made < 1000
     assert final["metrics"]["frames"] == made
     nothing_left(uploading)
+
+
+# ── why the example's pool is a ContextThreadPoolExecutor ─────────────────────────────────────
+
+# A predictor that hands items to an OrderedStage on a plain ThreadPoolExecutor or on a
+# ContextThreadPoolExecutor, then submits one more call to the same pool directly; every call
+# prints a line and counts a metric (docs/bridge.md, "Which executor").
+EXECUTORS_PROBE = """
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, cast
+
+import cog
+from cog import BaseRunner, Input, current_scope, streaming
+
+import coglet_cancel
+from threading_utils import ContextThreadPoolExecutor, Emit, OrderedStage, generator_from_callback
+
+
+def work(kind: str, i: int) -> str:
+    print(f"{kind} pool line {i}")
+    scope: Any = current_scope()
+    scope.record_metric("pool_calls", 1, mode="incr")
+    return f"{i} "
+
+
+@generator_from_callback()
+def produce(emit: Emit[object], kind: str) -> None:
+    pool = ContextThreadPoolExecutor(2) if kind == "context" else ThreadPoolExecutor(2)
+    with pool, OrderedStage(emit, pool, max_pending=4) as stage:
+        for i in range(6):
+            stage.submit(work, kind, i)
+        pool.submit(work, kind + " direct", 99).result()
+
+
+class Predictor(BaseRunner):
+    def setup(self) -> None:
+        coglet_cancel.install()
+
+    @streaming
+    @cog.concurrent(max=2)
+    async def run(self, kind: str = Input(default="context")) -> Iterator[str]:
+        return cast(Iterator[str], produce(kind))
+"""
+
+
+@server
+def test_a_plain_pool_keeps_the_stages_lines_but_loses_a_direct_calls(
+    module_cog_servers: CogServers, tmp_path: Path
+) -> None:
+    (tmp_path / "executors_probe.py").write_text(EXECUTORS_PROBE)
+    probe = module_cog_servers.start(
+        "executors_probe.py:Predictor", source_dir=tmp_path, concurrency=2
+    )
+    for kind in ("plain", "context"):
+        code, body = probe.predict({"kind": kind}, timeout=60)
+        assert code == 200, body
+        assert body["status"] == "succeeded", body.get("error")
+        assert body["output"] == [f"{i} " for i in range(6)]
+        logs = body["logs"]
+        # the stage's hand-offs run under the prediction's context on either executor
+        assert [f"{kind} pool line {i}" in logs for i in range(6)] == [True] * 6
+        # a call submitted to the pool directly: only a ContextThreadPoolExecutor carries it
+        assert (f"{kind} direct pool line 99" in logs) == (kind == "context"), logs
+        # (a plain pool's direct call counts its metric on the prediction that ran last: this
+        # one when it runs alone, another one beside it: docs/bridge.md, "Which executor")
+        assert body["metrics"]["pool_calls"] >= 6
+    assert body["metrics"]["pool_calls"] == 7  # the ContextThreadPoolExecutor's: all on it
 
 
 # ── the model and the producer, in-process ────────────────────────────────────────────────────
