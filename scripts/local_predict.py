@@ -88,29 +88,31 @@ class InputError(ValueError):
 # ── inputs ────────────────────────────────────────────────────────────────────────────────────
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+_BLANKS = " \t\r\n"  # what separates words (shlex's whitespace)
 
 
 def split_inputs(text: str) -> list[str]:
     """`name=value ...` (`make predict INPUT=...`) -> one `name=value` string per input.
 
-    Split and unquoted as a POSIX shell would (`shlex.split`: 'single', "double" with `\\"`,
-    backslash escapes), with two differences: a value that is a JSON array or object
-    (`images=["data:...", "https://..."]`, `tags=[1, 2]`, `opts={"a": "b c"}`) stays one value,
-    its quotes and spaces kept, so it needs no quoting of its own; and a value given as an empty
-    quoted string (`label=""`) stays `label=""`, an empty string, where `seed=` is no value at all
-    (`parse_inputs` leaves it out). Raises ValueError for an unclosed quote, as shlex does.
+    Split and unquoted as `shlex.split` does ('single', "double" with `\\"` and `\\\\`, a
+    backslash escaping the next character outside quotes), with two differences: a value that is
+    a JSON array or object (`images=["data:...", "https://..."]`, `tags=[1, 2]`,
+    `opts={"a": "b c"}`) stays one value, its quotes and spaces kept, so it needs no quoting of
+    its own; and a value given as an empty quoted string (`label=""`) stays `label=""`, an empty
+    string, where `seed=` is no value at all (`parse_inputs` leaves it out). Raises ValueError
+    for an unclosed quote, as shlex does.
     """
     words: list[str] = []
     i, n = 0, len(text)
     while True:
-        while i < n and text[i].isspace():
+        while i < n and text[i] in _BLANKS:
             i += 1
         if i >= n:
             return words
         name = _NAME.match(text, i)
         if name is not None and text[name.end() : name.end() + 1] in ("[", "{"):
             end = _json_end(text, name.end())
-            if end is not None and (end == n or text[end].isspace()):
+            if end is not None and (end == n or text[end] in _BLANKS):
                 with contextlib.suppress(ValueError):
                     json.loads(text[name.end() : end])
                     words.append(text[i:end])
@@ -147,7 +149,7 @@ def _shell_word(text: str, i: int) -> tuple[str, int]:
     out: list[str] = []
     quoted = False
     n = len(text)
-    while i < n and not text[i].isspace():
+    while i < n and text[i] not in _BLANKS:
         char = text[i]
         if char == "'":
             end = text.find("'", i + 1)
@@ -158,14 +160,16 @@ def _shell_word(text: str, i: int) -> tuple[str, int]:
         elif char == '"':
             i += 1
             while i < n and text[i] != '"':
-                if text[i] == "\\" and i + 1 < n and text[i + 1] in '"\\$`\n':
+                if text[i] == "\\" and i + 1 < n and text[i + 1] in '"\\':
                     i += 1
                 out.append(text[i])
                 i += 1
             if i >= n:
                 raise ValueError("No closing quotation")
             quoted, i = True, i + 1
-        elif char == "\\" and i + 1 < n:
+        elif char == "\\":
+            if i + 1 >= n:
+                raise ValueError("No escaped character")
             out.append(text[i + 1])
             i += 2
         else:

@@ -8,6 +8,7 @@ import base64
 import hashlib
 import io
 import json
+import shlex
 import shutil
 import subprocess
 import threading
@@ -21,6 +22,8 @@ import local_predict
 import pytest
 from cog_server import REPO_ROOT, CogServer
 from conftest import CogServers
+from hypothesis import given
+from hypothesis import strategies as st
 from local_predict import (
     OUTPUT_DIR,
     InputError,
@@ -266,6 +269,49 @@ def test_inputs_split_as_a_shell_would_but_json_values_stay_whole() -> None:
     assert split_inputs("") == []
     with pytest.raises(ValueError, match="No closing quotation"):
         split_inputs('prompt="open')
+
+
+def _shlex_or_error(text: str) -> list[str] | str:
+    try:
+        return shlex.split(text)
+    except ValueError:
+        return "ValueError"  # an unclosed quote, a backslash at the end
+
+
+@given(st.text(alphabet="ab=é \t\n'\"\\", max_size=30))
+def test_without_json_values_inputs_split_exactly_as_shlex_splits_them(text: str) -> None:
+    try:
+        words: list[str] | str = split_inputs(text)
+    except ValueError:
+        words = "ValueError"
+    expected = _shlex_or_error(text)
+
+    def empty(words: list[str] | str) -> list[str] | str:
+        # The one difference: a quoted empty value (a="") stays a="" where shlex gives a=.
+        if isinstance(words, str):
+            return words
+        return [w.removesuffix('""') if w.endswith('=""') else w for w in words]
+
+    assert empty(words) == empty(expected)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=8,
+)
+
+
+@given(st.lists(json_values, max_size=4), st.dictionaries(st.text(max_size=4), json_values))
+def test_a_json_array_or_object_value_stays_one_value(
+    array: list[Any], obj: dict[str, Any]
+) -> None:
+    text = f"a={json.dumps(array)}  b={json.dumps(obj, ensure_ascii=False)} c='d e'"
+    words = split_inputs(text)
+    assert [w.partition("=")[0] for w in words] == ["a", "b", "c"]
+    assert json.loads(words[0][2:]) == array
+    assert json.loads(words[1][2:]) == obj
+    assert words[2] == "c=d e"
 
 
 # The Input schema of tests/predictors/vectors_probe.py's Echo, as make schema writes it.
