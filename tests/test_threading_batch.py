@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from conftest import request_id, wait_until
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from threading_utils import Batcher, BatchItem, ContextThread, current_batch
@@ -164,6 +164,61 @@ def test_async_and_sync_callers_mixed_each_get_exactly_their_own_result(
     assert all(1 <= len(batch) <= max_batch_size for batch in batches)
     assert [item for item in flat if item in set(async_items)] == async_items
     assert contexts == {k: f"caller {k}" for k in range(len(callers))}
+
+
+@PROPERTY
+@given(
+    plan=st.lists(st.one_of(st.none(), st.integers(0, 6)), min_size=1, max_size=20),
+    max_batch_size=st.integers(1, 6),
+    work=st.lists(st.integers(0, 3), min_size=1, max_size=5),
+)
+def test_callers_cancelled_at_random_points_leave_the_others_exact(plan, max_batch_size, work):
+    """Each caller is cancelled after a random number of event-loop turns (None: never), while
+    its item is queued, in a running batch, or already done: every caller not cancelled gets
+    its own result, a cancelled one gets CancelledError or (cancelled too late) its own result,
+    no item reaches the batch function twice, batches keep submission order, and nothing is
+    left queued."""
+    batches: list[list[int]] = []
+
+    def fn(items: list[int]) -> list[int]:
+        batches.append(list(items))
+        for _ in range(work[len(batches) % len(work)] * 500):
+            pass
+        return [item * 10 for item in items]
+
+    with batcher(fn, max_batch_size=max_batch_size) as b:
+
+        async def main() -> list[Any]:
+            tasks = [asyncio.create_task(b.asubmit(k)) for k in range(len(plan))]
+
+            async def cancel_later(task: asyncio.Task[int], turns: int) -> None:
+                for _ in range(turns):
+                    await asyncio.sleep(0)
+                task.cancel()
+
+            cancels = [
+                asyncio.create_task(cancel_later(task, turns))
+                for task, turns in zip(tasks, plan, strict=True)
+                if turns is not None
+            ]
+            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*cancels)
+            return outcomes
+
+        outcomes = asyncio.run(main())
+        assert b.queued == 0
+    flat = [item for batch in batches for item in batch]
+    for k, (turns, outcome) in enumerate(zip(plan, outcomes, strict=True)):
+        if turns is None or not isinstance(outcome, asyncio.CancelledError):
+            assert outcome == k * 10
+        if turns is not None:  # which cases the examples reached (--hypothesis-show-statistics)
+            if not isinstance(outcome, asyncio.CancelledError):
+                event("cancelled after its result came")
+            else:
+                event("cancelled in its batch" if k in flat else "cancelled while queued")
+    assert flat == sorted(set(flat))  # each at most once, oldest first
+    assert all(len(batch) <= max_batch_size for batch in batches)
+    assert set(flat) >= {k for k, turns in enumerate(plan) if turns is None}
 
 
 def test_queued_items_form_batches_of_max_batch_size_oldest_first():

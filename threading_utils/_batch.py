@@ -255,8 +255,10 @@ class Batcher(Generic[T, R]):
         by themselves, and an item arriving at an idle batcher runs alone at once. A positive
         ``max_wait`` trades up to that much latency for fuller batches when callers arrive
         spread out — worth it only when a batch costs much less per item than a call of one
-        (measure it: ``benchmarks/batching``). ``max_batch_size`` bounds the memory of a batch
-        and the latency every member pays for the others' share of the call.
+        (measure it: ``benchmarks/batching``). Callers that wait for their result before
+        sending the next (Cog predictions) rarely fill a batch, so there a positive
+        ``max_wait`` adds its whole length to most batches. ``max_batch_size`` bounds the
+        memory of a batch and the latency every member pays for the others' share of the call.
 
     Backpressure:
         At most ``max_queue`` items wait (running batches not counted); past that,
