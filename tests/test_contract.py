@@ -15,21 +15,24 @@ import hashlib
 import importlib.util
 import itertools
 import json
+import mimetypes
 import os
 import re
 import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
-from cog_server import REPO_ROOT, CogServer
+from cog_server import REPO_ROOT, CogServer, _Receiver
 from cog_static import check
 from conftest import PREDICTORS, CogServers, predictor_files, wait_until
 
@@ -51,8 +54,24 @@ def load_contract() -> ModuleType:
 
 
 contract = load_contract()
-# `@concurrent(max=N)` of the predictor under test (1 without it), read as `cog build` reads it.
-CONCURRENCY = check(contract.PREDICTOR, roots=[REPO_ROOT]).concurrency_max or 1
+_STATIC = check(contract.PREDICTOR, roots=[REPO_ROOT])  # the predictor, read as `cog build` does
+# `@concurrent(max=N)` of the predictor under test (1 without it).
+CONCURRENCY = _STATIC.concurrency_max or 1
+# `@streaming` on run(): its output streams over SSE. Without it, run() returns its output at
+# the end (a vector, a text, an object): the tests that need a stream say so and skip, and the
+# cancel check measures the prediction as a whole instead.
+STREAMS = _STATIC.streaming
+NO_STREAM = (
+    f"{contract.PREDICTOR} returns its output at the end (no @streaming on run()): nothing "
+    f"streams over SSE"
+)
+# Optional declarations of a contract file (tests/contract.py says what each means).
+FLOAT_TOLERANCE: float = getattr(contract, "FLOAT_TOLERANCE", 0.0)
+ALLOWS_SERVER_PATHS: bool = getattr(contract, "ALLOWS_SERVER_PATHS", False)
+# Metrics coglet_inputs records on a prediction with file inputs: their values are timings.
+TEMPLATE_VOLATILE_METRICS = frozenset({"input_download_time"})
+# Log lines of coglet_inputs: an URL's download (a data URI's has none), masked when comparing.
+DOWNLOAD_LOG = re.compile(r"^\S+: download(ing|ed) ")
 # The contract's predictor with a fault in its streams: tests/predictors/contract_probes.py, then
 FAILING_STREAMS = """
 
@@ -61,6 +80,9 @@ from {module} import {cls} as _Predictor
 
 class FailingStreams(_Predictor):
     pass
+
+
+fail_results(FailingStreams)  # a predictor without a stream: every second result fails
 """
 
 
@@ -83,8 +105,9 @@ def succeeded(server: CogServer, inputs: Mapping[str, Any]) -> dict[str, Any]:
     return dict(body)
 
 
-def output_content(item: Any) -> tuple[str, str]:
-    """("text", the text) for a text item; ("file", sha256 of its bytes) for a file output.
+def output_content(item: Any) -> tuple[str, Any]:
+    """("text", the text) for a text item; ("file", sha256 of its bytes) for a file output;
+    ("value", the item) for anything else (a number, an object, a list of them).
 
     A file arrives as a data URI when the server has no upload URL (local runs), or as the URL
     coglet uploaded it to (Replicate): either way its bytes are what is compared.
@@ -96,11 +119,47 @@ def output_content(item: Any) -> tuple[str, str]:
     if isinstance(item, str) and re.match(r"https?://", item):
         with urllib.request.urlopen(item, timeout=30) as response:
             return "file", hashlib.sha256(response.read()).hexdigest()
-    return "text", item if isinstance(item, str) else json.dumps(item, sort_keys=True)
+    return ("text", item) if isinstance(item, str) else ("value", item)
 
 
-def fingerprint(body: Mapping[str, Any]) -> tuple[str, list[str], dict[str, Any], list[str]]:
+@dataclass(frozen=True)
+class Fingerprint:
     """What must be the same for two runs of one input: output, stable metrics, masked logs.
+
+    Compared with `==`, where floats (in values and metrics) may differ by the contract file's
+    `FLOAT_TOLERANCE` (a batched forward pass sums in another order than a solo one).
+    """
+
+    text: str
+    files: list[str]
+    values: list[Any]
+    metrics: dict[str, Any]
+    logs: list[str]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Fingerprint):
+            return NotImplemented
+        return (self.text, self.files, self.logs) == (other.text, other.files, other.logs) and (
+            close(self.values, other.values) and close(self.metrics, other.metrics)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def close(a: Any, b: Any, tolerance: float | None = None) -> bool:
+    """`a == b`, but floats within `tolerance` (default: the contract's `FLOAT_TOLERANCE`)."""
+    tol = FLOAT_TOLERANCE if tolerance is None else tolerance
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, int | float) and isinstance(b, int | float) and abs(a - b) <= tol
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(close(x, y, tol) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(close(a[k], b[k], tol) for k in a)
+    return bool(a == b)
+
+
+def fingerprint(body: Mapping[str, Any]) -> Fingerprint:
+    """The `Fingerprint` of a prediction's response or final event.
 
     Text is joined (how it was split into chunks depends on timing); files are compared by
     content, in order (as a set when uploaded: coglet appends URLs as their uploads finish).
@@ -109,18 +168,22 @@ def fingerprint(body: Mapping[str, Any]) -> tuple[str, list[str], dict[str, Any]
     interleave differently from run to run, so their order is not compared.
     """
     output = body["output"]
-    items = [output_content(item) for item in (output if isinstance(output, list) else [output])]
+    if not STREAMS or not isinstance(output, list):
+        output = [output]  # one value, whatever its type (a list of floats is one output)
+    items = [output_content(item) for item in output]
     text = "".join(value for kind, value in items if kind == "text")
     files = [value for kind, value in items if kind == "file"]
     if UPLOADS:  # URLs come in the order their uploads finished (docs/files.md, "Order")
         files.sort()
-    metrics = {
-        k: v for k, v in (body.get("metrics") or {}).items() if k not in contract.VOLATILE_METRICS
-    }
+    volatile = contract.VOLATILE_METRICS | TEMPLATE_VOLATILE_METRICS
+    metrics = {k: v for k, v in (body.get("metrics") or {}).items() if k not in volatile}
     logs = sorted(
-        contract.VOLATILE_LOG.sub("#", line) for line in (body.get("logs") or "").splitlines()
+        contract.VOLATILE_LOG.sub("#", line)
+        for line in (body.get("logs") or "").splitlines()
+        if not DOWNLOAD_LOG.match(line)
     )
-    return text, files, metrics, logs
+    values = [value for kind, value in items if kind == "value"]
+    return Fingerprint(text, files, values, metrics, logs)
 
 
 def start(server: CogServer, inputs: Mapping[str, Any]) -> str:
@@ -131,9 +194,12 @@ def start(server: CogServer, inputs: Mapping[str, Any]) -> str:
 
 
 def output_flows(server: CogServer, id_: str) -> Callable[[], bool]:
+    """Whether prediction `id_` is at work: its output flows (a stream), or it has started
+    (without a stream nothing shows before the end: `processing` is the most a client sees)."""
+
     def check() -> bool:
         state = server.get(id_) or {}
-        return bool(state.get("output"))
+        return bool(state.get("output")) if STREAMS else state.get("status") == "processing"
 
     return check
 
@@ -249,6 +315,7 @@ class _Run:
         self.done = threading.Event()
         self.done_at = 0.0
         self.status: str | None = None
+        self.error = ""
         self.sent_at = 0.0
         self._thread = threading.Thread(target=self._read, args=(server, dict(inputs)))
         self._thread.start()
@@ -262,6 +329,7 @@ class _Run:
                     self.first_output.set()
                 if event.event == "completed":
                     self.status, self.done_at = event.data.get("status"), event.time
+                    self.error = str(event.data.get("error") or "")
         finally:
             self.first_output.set()  # wakes a waiter when the stream ends without output
             self.done.set()
@@ -269,6 +337,147 @@ class _Run:
     def join(self) -> None:
         self._thread.join(timeout=180)
         assert not self._thread.is_alive(), f"the SSE stream of {self.id} did not end"
+
+
+def cancelled_before_run(final: Mapping[str, Any]) -> bool:
+    """coglet 0.23 fails a prediction cancelled while it turns the request's JSON into Python
+    (before run() is called) with this error, not `canceled` (docs/limitations.md). Without a
+    stream, `processing` is all a client sees of a prediction before it ends, so a cancel sent
+    then can land there: that prediction never reached the model."""
+    return final.get("status") == "failed" and str(final.get("error") or "").startswith(
+        EARLY_CANCEL
+    )
+
+
+@dataclass(frozen=True)
+class Whole:
+    """One run of an input, from its request to its end, measured on the server."""
+
+    seconds: float  # wall time
+    cpu: float  # CPU seconds the server's processes used meanwhile
+    first_after: float | None  # seconds to its first output (None without a stream)
+
+
+def measure_whole(server: CogServer, inputs: Mapping[str, Any]) -> Whole:
+    assert server.pid is not None
+    cpu, sent = group_cpu_seconds(server.pid), time.monotonic()
+    first: float | None = None
+    if STREAMS:
+        for event in server.predict_stream(inputs, timeout=180):
+            if event.event == "output" and first is None:
+                first = event.time - sent
+            if event.event == "completed":
+                assert event.data.get("status") == "succeeded", event.data
+    else:  # as the cancelled run will be sent: with a webhook (coglet's own CPU counts too)
+        final = server.wait(start(server, inputs), timeout=180)
+        assert final["status"] == "succeeded", final
+    ended = time.monotonic()
+    return Whole(ended - sent, group_cpu_seconds(server.pid) - cpu, first)
+
+
+CANCEL_SHARES = (0.25, 0.5, 0.75)  # without a stream: cancel this share of a run's time in
+EARLY_CANCEL = "Input validation error"  # coglet's error for a cancel before run() started
+NOISE = 0.015  # CPU seconds: what a request's handling alone may vary by
+TELLS = 0.6  # a cancel later than this share of the work leaves too little to tell apart
+
+
+def check_cancel_stops_the_whole_work(
+    server: CogServer, inputs: Mapping[str, Any], streamed: Streaming | None = None
+) -> None:
+    """The cancel check for a run too short for CPU windows, or one that does not stream.
+
+    Measures the CPU seconds the server uses for a whole run of `inputs` (the smaller of two:
+    a lenient reading would hide a fault), then runs it again and cancels it at its first
+    output (without a stream: once it is `processing` and a share of its measured time
+    has passed). After `canceled`, it waits until the server's CPU rate has fallen idle (or the
+    run would long have ended), and compares what the cancelled run used with the whole run:
+    work that stopped used about the share done before the cancel; work that ran on used all
+    of it. The limit is halfway between. Counted CPU time, not wall time: a loaded machine
+    slows both runs alike.
+
+    When the cancel comes so late in the work that the two cannot be told apart (a stream whose
+    first output is its last, a run that ends before a cancel lands), the check says so, with
+    the measured times, and checks what it can: the prediction ends `canceled` and its slot is
+    free. It never asks for another model or input.
+    """
+    assert server.pid is not None
+    whole = min((measure_whole(server, inputs) for _ in range(2)), key=lambda w: w.cpu)
+    rate = whole.cpu / max(whole.seconds, 1e-3)  # the run's CPU rate
+    note = ""
+    for attempt in range(ATTEMPTS):
+        cpu, sent = group_cpu_seconds(server.pid), time.monotonic()
+        if STREAMS:
+            run = _Run(server, inputs)
+            assert run.first_output.wait(timeout=120), f"no output from {run.id}"
+            id_ = run.id
+        else:
+            id_ = start(server, inputs)
+            wait_until(output_flows(server, id_), timeout=60, what=f"{id_} to start")
+            share = CANCEL_SHARES[attempt]  # later after a cancel that came too early (below)
+            time.sleep(max(0.0, sent + share * whole.seconds - time.monotonic()))
+        cancelled_at = time.monotonic()
+        code = server.cancel(id_)[0]
+        if STREAMS:
+            run.join()
+            status, error = run.status, run.error
+        else:
+            final = server.wait(id_, timeout=60)
+            status, error = final["status"], str(final.get("error") or "")
+        if code == 404:  # it ended before the cancel: nothing to measure in this try
+            assert status == "succeeded", f"{id_} ended {status}"
+            note = f"it ended before the cancel in {ATTEMPTS} tries"
+            continue
+        if cancelled_before_run({"status": status, "error": error}):
+            # coglet 0.23: a cancel while it still turns the request's JSON into Python, before
+            # run() is called, fails the prediction so (docs/limitations.md): not the model's
+            note = f"the cancel came before run() started in {attempt + 1} tries"
+            continue
+        assert (code, status) == (200, "canceled"), f"{id_}: cancel {code}, ended {status}"
+        # Until the server is idle: work that stopped is idle at once; work that ran on keeps
+        # the run's rate to its end (bounded: 3 times the run, plus a second).
+        slice_ = max(0.01, whole.seconds / 10)
+        deadline = sent + 3 * whole.seconds + 1.0
+        while time.monotonic() < deadline:
+            before, at = group_cpu_seconds(server.pid), time.monotonic()
+            time.sleep(slice_)
+            if group_cpu_seconds(server.pid) - before < IDLE_SHARE * rate * (time.monotonic() - at):
+                break
+        used = group_cpu_seconds(server.pid) - cpu
+        share = min(1.0, (cancelled_at - sent) / max(whole.seconds, 1e-3))
+        if share > TELLS:
+            note = f"the cancel came after {share:.0%} of its time"
+            break
+        if (1 - share) * whole.cpu / 2 < NOISE:
+            note = f"a whole run uses {whole.cpu:.3f} CPU s, near the noise of a request's own"
+            break
+        limit = (share + 1) / 2 * whole.cpu
+        print(  # shown with a failure: what the check measured
+            f"cancel check (whole run): a run takes {whole.seconds:.3f}s and {whole.cpu:.3f} "
+            f"CPU s; cancelled after {share:.0%} of it, the run used {used:.3f} CPU s "
+            f"(limit {limit:.3f})"
+        )
+        if used > limit:
+            pytest.fail(
+                f"after the cancel the server kept using the CPU: the cancelled run used "
+                f"{used:.3f} CPU seconds, a whole run {whole.cpu:.3f}, though it was "
+                f"cancelled after {share:.0%} of its time; the cancelled prediction's work "
+                f"did not stop"
+            )
+        return
+    wait_until(lambda: server.health()["status"] == "READY", timeout=10, what="a free slot")
+    streams = (
+        "" if streamed is None else f"streams {streamed.seconds:.3f}s after its first output, "
+    )
+    warnings.warn(
+        f"cancel check: too short to tell whether a cancel stops the work: {long_input_name()} "
+        f"{streams}runs {whole.seconds:.3f}s in all, and {note}. Checked instead: the "
+        f"prediction ends canceled (when a cancel landed) and its slot is free.",
+        stacklevel=2,
+    )
+
+
+def long_input_name() -> str:
+    return f"long_input ({CONTRACT_FILE})"
 
 
 def check_cancel_stops_the_work(server: CogServer, inputs: Mapping[str, Any]) -> None:
@@ -284,20 +493,21 @@ def check_cancel_stops_the_work(server: CogServer, inputs: Mapping[str, Any]) ->
     only when its work would have ended anyway leaves no room for it, and fails too, after
     `ATTEMPTS` tries (a stalled machine gets another). Below `FLOOR` seconds of streaming the
     windows would be a few scheduler time slices (and a cancel's own cost), too short to tell
-    anything: the check asks for a longer `long_input`.
+    anything, and a predictor without a stream has no outputs to place them by: both are
+    checked by `check_cancel_stops_the_whole_work` instead.
     """
     assert server.pid is not None
+    if not STREAMS:
+        check_cancel_stops_the_whole_work(server, inputs)
+        return
     measured = measure_streaming(server, inputs)
     for _attempt in range(ATTEMPTS - 1):  # a stalled client sees the first output late and
         if measured.seconds >= FLOOR:  # the stream short: the longest of a few tries counts
             break
         measured = max(measured, measure_streaming(server, inputs), key=lambda m: m.seconds)
-    if measured.seconds < FLOOR:
-        pytest.fail(
-            f"the input streams for {measured.seconds:.2f}s after its first output; the cancel "
-            f"check needs {FLOOR}s or more to measure anything: make long_input longer "
-            f"({CONTRACT_FILE}: more steps or tokens, or a larger size)"
-        )
+    if measured.seconds < FLOOR:  # too short for windows: the CPU of the whole run instead
+        check_cancel_stops_the_whole_work(server, inputs, streamed=measured)
+        return
     window = min(MAX_WINDOW, WINDOW_SHARE * measured.seconds)
     grace = min(measured.step, window)
     ended_after: list[float] = []
@@ -347,11 +557,9 @@ def check_cancel_stops_the_work(server: CogServer, inputs: Mapping[str, Any]) ->
         f"windows {window:.2f}s, CPU rate while streaming {busy:.2f}, after the cancel "
         f"{after:.2f}, canceled {ended_after[-1]:.3f}s after the cancel"
     )
-    if busy < MIN_BUSY:
-        pytest.fail(
-            f"while streaming, the server used {busy:.2f} CPU seconds per second: too little to "
-            f"tell whether a cancel stops the model; make long_input heavier ({CONTRACT_FILE})"
-        )
+    if busy < MIN_BUSY:  # too little to tell in a window (a loaded machine, a light model):
+        check_cancel_stops_the_whole_work(server, inputs, streamed=measured)  # totals instead
+        return
     if after > IDLE_SHARE * busy:
         pytest.fail(
             f"after the cancel the server kept using the CPU: {after:.2f} CPU seconds per "
@@ -392,6 +600,8 @@ def test_the_input_check_names_an_unknown_key_and_the_file_to_edit() -> None:
 
 
 def test_output_streams_live_over_sse(server: CogServer) -> None:
+    if not STREAMS:
+        pytest.skip(NO_STREAM)
     # A new worker's first prediction pays a one-off start-up cost that a fast model's whole
     # stream may not outlast: warm it up, so that what is timed is the streaming.
     succeeded(server, contract.short_input(0))
@@ -399,14 +609,18 @@ def test_output_streams_live_over_sse(server: CogServer) -> None:
     # which then hands the client every event at once: such a try proves nothing either way and
     # is made again. A model that sends its output only at the end never passes.
     for _attempt in range(ATTEMPTS):
-        sent = time.monotonic()
         events = list(server.predict_stream(contract.streaming_input(0), timeout=120))
         outputs = [e for e in events if e.event == "output"]
         assert events[-1].event == "completed"
         assert events[-1].data["status"] == "succeeded"
         assert len(outputs) > 3, "the output arrived in one piece, not streamed"
+        # Timed from when run() could start: the request's first event (its body uploaded and
+        # accepted), plus the time its file inputs took to download (coglet_inputs' metric):
+        # a large input is not a slow stream.
+        metrics = events[-1].data.get("metrics") or {}
+        began = events[0].time + float(metrics.get("input_download_time", 0.0))
         # The first piece arrives long before the end, not with it.
-        if outputs[0].time - sent < 0.5 * (events[-1].time - sent):
+        if outputs[0].time - began < 0.5 * (events[-1].time - began):
             break
     else:
         pytest.fail(
@@ -414,6 +628,18 @@ def test_output_streams_live_over_sse(server: CogServer) -> None:
             f"outputs are held back until the end, or streaming_input streams too briefly to "
             f"tell (make it longer: {CONTRACT_FILE})"
         )
+
+
+def test_an_iterator_output_is_marked_streaming(server: CogServer) -> None:
+    """coglet streams over SSE only a run() marked `@streaming`; an `Iterator[...]` output
+    without it arrives in one piece at the end."""
+    schema = json.loads((server.cwd / ".cog" / "openapi_schema.json").read_text())
+    output = schema["components"]["schemas"]["Output"]
+    iterator = output.get("x-cog-array-type") == "iterator"
+    assert STREAMS or not iterator, (
+        f"{contract.PREDICTOR}'s run() returns an iterator but is not marked @streaming: "
+        f"add `@streaming` (from cog) above it"
+    )
 
 
 # ── isolation ─────────────────────────────────────────────────────────────────────────────────
@@ -424,7 +650,7 @@ def test_at_full_concurrency_every_prediction_keeps_its_own_output_logs_and_metr
 ) -> None:
     inputs = [contract.short_input(i) for i in range(CONCURRENCY)]
     alone = [fingerprint(succeeded(server, job)) for job in inputs[:4]]  # a sample, one by one
-    outputs = {(a[0], tuple(a[1])) for a in alone}
+    outputs = {json.dumps([a.text, a.files, a.values], sort_keys=True) for a in alone}
     assert len(outputs) == len(alone), "contract.short_input must vary the output"
     for _round in range(2):
         with ThreadPoolExecutor(CONCURRENCY) as pool:
@@ -483,7 +709,7 @@ def test_past_capacity_a_request_gets_409_and_cancels_free_every_slot_at_once(
         final = server.wait(id_, timeout=30)
         if code == 404:  # coglet: no longer running when the cancel came (it ended on its own)
             assert final["status"] == "succeeded", final
-        else:
+        elif not cancelled_before_run(final):
             assert (code, final["status"]) == (200, "canceled"), final
     assert time.monotonic() - cancelled_at < 5.0, "cancelled predictions ran on"
     # Every slot is free again: as many new predictions as there are slots all start.
@@ -502,16 +728,19 @@ def test_a_cancelled_prediction_stops_and_leaves_nothing_in_the_next_one(
         cancelled_at = time.monotonic()
         code = server.cancel(id_)[0]
         result = server.wait(id_, timeout=30)
+        if cancelled_before_run(result):  # too early to tell what the model does: again
+            continue
         if code != 404:
             assert (code, result["status"]) == (200, "canceled"), result
+            assert time.monotonic() - cancelled_at < 1.0
             break
         assert result["status"] == "succeeded", result  # ended before the cancel came
-    else:
-        pytest.fail(
-            f"in {ATTEMPTS} tries long_input always ended before its cancel landed: make "
-            f"long_input longer ({CONTRACT_FILE})"
+    else:  # a model this fast leaves nothing to cancel: what follows still holds
+        warnings.warn(
+            f"in {ATTEMPTS} tries long_input ended (or had not reached run()) before its cancel "
+            f"landed: checked only that the next prediction is exact",
+            stacklevel=1,
         )
-    assert time.monotonic() - cancelled_at < 1.0
     assert fingerprint(succeeded(server, contract.short_input(5))) == expected
 
 
@@ -526,8 +755,8 @@ RAN_ON = "kept using the CPU|did not end the prediction early"
 
 
 # Probes of every speed (seconds of streaming after the first output): the fastest is where a
-# fault is hardest to catch; 30 s stands for a slow model (measured only as far as the windows
-# need).
+# fault is hardest to catch (below FLOOR the check compares whole runs' CPU); 30 s stands for a
+# slow model (measured only as far as the windows need); 0 s streams one output, its last.
 @pytest.mark.parametrize(
     ("inputs", "failure"),
     [
@@ -536,7 +765,10 @@ RAN_ON = "kept using the CPU|did not end the prediction early"
         ({"seconds": 0.3, "fault": "none"}, None),
         ({"seconds": 3.0, "fault": "none"}, None),
         ({"seconds": 30.0, "fault": "none"}, None),
-        ({"seconds": 0.1, "fault": "none"}, "make long_input longer"),
+        ({"seconds": 0.1, "fault": "thread"}, RAN_ON),
+        ({"seconds": 0.1, "fault": "unhooked"}, RAN_ON),
+        ({"seconds": 0.1, "fault": "none"}, None),
+        ({"seconds": 0.0, "fault": "none"}, "too short to tell"),
     ],
     ids=[
         "a plain thread, 0.3 s",
@@ -544,7 +776,10 @@ RAN_ON = "kept using the CPU|did not end the prediction early"
         "no fault, 0.3 s",
         "no fault, 3 s",
         "no fault, 30 s",
-        "too short to cancel",
+        "a plain thread, 0.1 s",
+        "no coglet_cancel, 0.1 s",
+        "no fault, 0.1 s",
+        "too short to tell",
     ],
 )
 def test_the_cancel_check_fails_on_work_that_runs_on(
@@ -560,8 +795,157 @@ def test_the_cancel_check_fails_on_work_that_runs_on(
     if failure is None:
         check_cancel_stops_the_work(faulty, inputs)
         return
+    if failure == "too short to tell":  # passes, saying what it checked instead
+        with pytest.warns(UserWarning, match="too short to tell .* Checked instead"):
+            check_cancel_stops_the_work(faulty, inputs)
+        return
     with pytest.raises(pytest.fail.Exception, match=failure):
         check_cancel_stops_the_work(faulty, inputs)
+
+
+# ── file inputs ───────────────────────────────────────────────────────────────────────────────
+
+
+def schema_of(server: CogServer) -> dict[str, Any]:
+    return dict(json.loads((server.cwd / ".cog" / "openapi_schema.json").read_text()))
+
+
+def file_inputs(schema: Mapping[str, Any]) -> dict[str, bool]:
+    """The predictor's file inputs (`format: uri`), by name: True for a list of files."""
+    properties = schema["components"]["schemas"]["Input"].get("properties") or {}
+    found = {}
+    for name, prop in properties.items():
+        if prop.get("format") == "uri":
+            found[name] = False
+        elif prop.get("type") == "array" and (prop.get("items") or {}).get("format") == "uri":
+            found[name] = True
+    return found
+
+
+# Paths of the server that a file input must never read: the system's, the process's own
+# environment, and a file of the build context (/src in the image): the predictor's own.
+SERVER_PATHS = ("/etc/hostname", "/proc/self/environ", contract.PREDICTOR.partition(":")[0])
+REFUSED = "is not a file this server received"  # coglet_inputs' message
+
+
+def check_server_paths_are_refused(
+    server: CogServer, inputs: Mapping[str, Any], files: Mapping[str, bool]
+) -> None:
+    """Each server path, sent as each file input, is refused (422, or a failed prediction with
+    coglet_inputs' message) before the model opens anything."""
+    for name, is_list in files.items():
+        for path in SERVER_PATHS:
+            code, body = server.predict({**inputs, name: [path] if is_list else path})
+            status, error = body.get("status") if code == 200 else None, ""
+            if code == 200:
+                error = str(body.get("error") or "")
+            if code == 422 or (status == "failed" and REFUSED in error and name in error):
+                continue
+            what = (
+                "succeeded: the model read it"
+                if status == "succeeded"
+                else f"reached the model, which tried to open it ({error[:200]!r})"
+                if status == "failed"
+                else f"got {code} {str(body)[:200]}"
+            )
+            pytest.fail(
+                f"{path!r} sent as the file input {name!r} {what}. A file input must be what "
+                f"the server received (a data: URI or an http(s) URL): keep "
+                f'`coglet_inputs.install(self)` in setup() (docs/files.md, "File inputs"), '
+                f"or declare ALLOWS_SERVER_PATHS = True in {CONTRACT_FILE} if the model is "
+                f"meant to read server paths"
+            )
+
+
+def test_a_path_on_the_server_sent_as_a_file_input_is_refused(server: CogServer) -> None:
+    files = file_inputs(schema_of(server))
+    if not files:
+        pytest.skip(f"{contract.PREDICTOR} has no file inputs")
+    if ALLOWS_SERVER_PATHS:
+        pytest.skip(f"{CONTRACT_FILE} declares ALLOWS_SERVER_PATHS: the model reads them")
+    check_server_paths_are_refused(server, contract.short_input(0), files)
+
+
+@pytest.mark.parametrize("guard", ["1", "0"], ids=["with coglet_inputs", "a naive fork"])
+def test_the_server_path_check_fails_a_model_that_reads_them(
+    module_cog_servers: CogServers, guard: str
+) -> None:
+    """tests/predictors/file_inputs.py opens whatever its inputs name: with coglet_inputs the
+    check passes, without it (the naive fork) it fails, naming the input and the fix."""
+    probe = module_cog_servers.shared("file_inputs.py:Predictor", env={"GUARD": guard})
+    inputs = {"image": "data:text/plain;base64,aGk="}
+    files = {"image": False, "images": True}
+    if guard == "1":
+        check_server_paths_are_refused(probe, inputs, files)
+        return
+    with pytest.raises(pytest.fail.Exception, match="'image' succeeded: the model read it"):
+        check_server_paths_are_refused(probe, inputs, files)
+
+
+class _FileHost:
+    """Serves bytes at /<n>/<name> on 127.0.0.1: what a client's file URLs point to."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, tuple[str, bytes]] = {}
+        host = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                found = host.files.get(self.path)
+                if found is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", found[0])
+                self.send_header("Content-Length", str(len(found[1])))
+                self.end_headers()
+                self.wfile.write(found[1])
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = _Receiver(Handler)
+
+    def url_for(self, data_uri: str) -> str:
+        """An http URL serving a data URI's bytes, named with its media type's extension."""
+        header, _, payload = data_uri.partition(",")
+        media_type = header.removeprefix("data:").split(";")[0] or "application/octet-stream"
+        data = base64.b64decode(payload) if header.endswith(";base64") else payload.encode()
+        ext = mimetypes.guess_extension(media_type) or ".bin"
+        path = f"/{len(self.files)}/file{ext}"
+        self.files[path] = (media_type, data)
+        return f"{self.server.base_url}{path}"
+
+
+@pytest.fixture(scope="module")
+def file_host() -> Iterator[_FileHost]:
+    host = _FileHost()
+    yield host
+    host.server.close()
+
+
+def test_file_inputs_sent_as_urls_give_what_data_uris_give(
+    server: CogServer, file_host: _FileHost
+) -> None:
+    files = file_inputs(schema_of(server))
+    if not files:
+        pytest.skip(f"{contract.PREDICTOR} has no file inputs")
+    inputs = contract.short_input(3)
+    as_urls = dict(inputs)
+    for name, value in inputs.items():
+        if name in files:
+            items = value if isinstance(value, list) else [value]
+            urls = [
+                file_host.url_for(v) if isinstance(v, str) and v.startswith("data:") else v
+                for v in items
+            ]
+            as_urls[name] = urls if isinstance(value, list) else urls[0]
+    if as_urls == inputs:
+        pytest.skip(f"short_input(3) sends no file as a data URI ({CONTRACT_FILE})")
+    with ThreadPoolExecutor(2) as pool:  # at once too: each download is its own prediction's
+        data, urls = pool.map(lambda job: succeeded(server, job), [inputs, as_urls])
+    assert fingerprint(urls) == fingerprint(data)
+    assert fingerprint(succeeded(server, as_urls)) == fingerprint(data)
 
 
 # ── bad input, health ─────────────────────────────────────────────────────────────────────────
@@ -631,7 +1015,7 @@ def test_a_stream_that_fails_mid_way_fails_its_own_prediction_only(
     for (code, body), want in zip(results, expected, strict=True):
         assert code == 200, body
         if body["status"] == "failed":
-            assert "injected failure after 2 items" in body["error"]
+            assert re.search("injected failure after (2 items|the model ran)", body["error"])
         else:
             assert fingerprint(body) == want
     wait_until(lambda: failing.health()["status"] == "READY", timeout=5, what="a free slot")

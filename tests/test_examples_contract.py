@@ -24,8 +24,8 @@ CONTRACTS = sorted(
     for pattern in ("examples/*_contract.py", "tests/predictors/*_contract.py")
     for path in REPO_ROOT.glob(pattern)
 )
-# The cancel check's own fault tests serve a fixed probe, not the example: run once, in the suite.
-NOT_THE_EXAMPLE = "not cancel_check_fails and not input_check_names"
+# The checks' own fault tests serve fixed probes, not the example: run once, in the suite.
+NOT_THE_EXAMPLE = "not cancel_check_fails and not input_check_names and not server_path_check_fails"
 
 
 @pytest.mark.parametrize("uploads", ["0", "1"], ids=["data URIs", "uploads"])
