@@ -18,6 +18,7 @@ import torch
 from cog import BaseRunner, ConcatenateIterator, Input, Path, current_scope, streaming
 
 import coglet_cancel
+import coglet_inputs
 from model import Engine, RequestListener, Scheduler, load_model
 from threading_utils import Channel
 
@@ -37,6 +38,7 @@ class _Scope(Protocol):
 class Predictor(BaseRunner):
     def setup(self, weights: Path | str | None = None) -> None:
         coglet_cancel.install()  # a cancel or a dropped client stops the generation at once
+        coglet_inputs.install(self)  # file inputs: only what the server received
         threads = None if torch.cuda.is_available() else TORCH_THREADS
         if threads is not None:
             torch.set_num_threads(threads)

@@ -50,6 +50,7 @@ import torch
 from cog import BaseRunner, Input, Path, current_scope, streaming
 
 import coglet_cancel
+import coglet_inputs
 from prediction_files import OutputPath, PredictionFiles
 from threading_utils import (
     ContextThreadPoolExecutor,
@@ -202,6 +203,7 @@ def wav_bytes(pcm: bytes) -> bytes:
 class Predictor(BaseRunner):
     def setup(self, weights: Path | str | None = None) -> None:  # nothing to load
         coglet_cancel.install()  # a cancel or a dropped client stops the loop within a chunk
+        coglet_inputs.install(self)  # file inputs: only what the server received
         if not torch.cuda.is_available():
             torch.set_num_threads(1)  # one intra-op thread per stream when 4 share the cores
         with torch.inference_mode():  # warm up

@@ -35,6 +35,7 @@ from cog import BaseRunner, Input, Path, current_scope, streaming
 from torch import nn
 
 import coglet_cancel
+import coglet_inputs
 from prediction_files import PredictionFiles
 from threading_utils import Emit, generator_from_callback, stop_requested
 
@@ -162,6 +163,7 @@ def generate_images(
 class Predictor(BaseRunner):
     def setup(self, weights: Path | str | None = None) -> None:  # weights: built in code
         coglet_cancel.install()  # a cancel or a dropped client stops the loop within a step
+        coglet_inputs.install(self)  # file inputs: only what the server received
         if not torch.cuda.is_available():
             torch.set_num_threads(1)  # one intra-op thread per stream when 4 share the cores
         self.unet = build_unet()

@@ -45,6 +45,7 @@ from transformers import (
 from transformers.generation.streamers import BaseStreamer
 
 import coglet_cancel
+import coglet_inputs
 from threading_utils import Emit, generator_from_callback, stop_requested
 
 # The model's folder (`save_pretrained`'s output), found from this file's own place: in the
@@ -179,6 +180,7 @@ def generate_text(
 class Predictor(BaseRunner):
     def setup(self, weights: Path | str | None = None) -> None:  # weights: WEIGHTS, in the image
         coglet_cancel.install()  # a cancel or a dropped client stops generate() at once
+        coglet_inputs.install(self)  # file inputs: only what the server received
         device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cpu":  # one intra-op thread per stream when 8 share the cores
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // 8))

@@ -101,7 +101,13 @@ def test_the_context_leaves_out_what_the_image_does_not_need() -> None:
     for left_out in (".venv", ".venv-legacy", ".git", ".cog", "outputs", "gpu-wheels", "tests"):
         assert left_out not in tops, left_out
     assert not [name for name in files if "__pycache__" in name or name.endswith(".pyc")]
-    assert {"predict.py", "cog.yaml", "coglet_cancel.py", "prediction_files.py"} <= set(files)
+    assert {
+        "predict.py",
+        "cog.yaml",
+        "coglet_cancel.py",
+        "coglet_inputs.py",
+        "prediction_files.py",
+    } <= set(files)
     assert "threading_utils/__init__.py" in files
 
 
