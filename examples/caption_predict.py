@@ -13,18 +13,18 @@ prediction (a cancel stops them; time and size are on the prediction's logs and 
 deletes the files once the prediction is over (docs/files.md, "File inputs").
 
 Threads: `generator_from_thread` runs `captions()` in a worker under this prediction's context;
-its `ContextThreadPoolExecutor` decodes images on pool threads under the same context, so the
-pool's `print` lands on this prediction too, 4 predictions at once. Cancel: `coglet_cancel`
-stops the generator at its next `yield`; `Executor.map` then cancels the decodes not yet begun,
-and the `finally` still writes the closing log line and metric.
+its own `ContextThreadPoolExecutor` decodes images on pool threads under the same context, so
+the pool's `print` lands on this prediction too, 4 predictions at once. Cancel: `coglet_cancel`
+stops the generator at its next `yield`; the `finally` cancels the decodes not yet begun and
+still writes the closing log line and metric, and the pool's threads end with the stream.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import cog
 import torch
@@ -38,6 +38,7 @@ from threading_utils import ContextThreadPoolExecutor, generator_from_thread
 
 MAX_IMAGES = 16  # per prediction (`image` + `images`); more fails with a clear message
 MAX_PIXELS = 16_000_000  # per image, read from its header before it is decoded
+DECODERS = 4  # pool threads decoding one prediction's images
 SIZE = 128  # the model's input: SIZE x SIZE RGB
 WORDS = "a photo of the small large bright dark red green blue grey sky tree cat dog house road"
 VOCAB = tuple(f"{WORDS} water light shadow pattern with and in near".split())  # "a" starts
@@ -117,27 +118,27 @@ def describe(pixels: torch.Tensor) -> str:
 
 
 @generator_from_thread(max_queue_size=4)
-def captions(
-    model: TinyCaptioner, pool: ContextThreadPoolExecutor, paths: list[Path], max_words: int
-) -> Iterator[Caption]:
+def captions(model: TinyCaptioner, paths: list[Path], max_words: int) -> Iterator[Caption]:
     """Runs in the bridge's worker thread, under the context of the prediction that called it."""
     scope = cast(_Scope, current_scope())  # this prediction's
     started, done = time.perf_counter(), 0
     print(f"captioning {len(paths)} images")
-    try:
-        with torch.inference_mode():
-            for index, (pixels, width, height) in enumerate(
-                pool.map(load, range(len(paths)), paths)
-            ):
-                tokens = model(pixels[None], max_words)[0]  # (max_words,)
-                words = " ".join(VOCAB[t] for t in tokens.tolist())
-                yield Caption(
-                    index=index, width=width, height=height, caption=f"{describe(pixels)}: {words}"
-                )
-                done += 1
-    finally:  # also on cancel (GeneratorExit at the yield) and on a bad image
-        scope.record_metric("images_captioned", done)
-        print(f"captioned {done} of {len(paths)} images in {time.perf_counter() - started:.2f}s")
+    # A pool per prediction (docs/bridge.md): its threads end with the stream.
+    with ContextThreadPoolExecutor(DECODERS, thread_name_prefix="decode") as pool:
+        decoded = pool.map(load, range(len(paths)), paths)  # all submitted, run 4 at a time
+        try:
+            with torch.inference_mode():
+                for index, (pixels, width, height) in enumerate(decoded):
+                    tokens = model(pixels[None], max_words)[0]  # (max_words,)
+                    words = " ".join(VOCAB[t] for t in tokens.tolist())
+                    caption = f"{describe(pixels)}: {words}"
+                    yield Caption(index=index, width=width, height=height, caption=caption)
+                    done += 1
+        finally:  # also on cancel (GeneratorExit at the yield) and on a bad image
+            cast(Generator[Any, None, None], decoded).close()  # cancels decodes not begun
+            scope.record_metric("images_captioned", done)
+            seconds = time.perf_counter() - started
+            print(f"captioned {done} of {len(paths)} images in {seconds:.2f}s")
 
 
 class Predictor(BaseRunner):
@@ -147,7 +148,6 @@ class Predictor(BaseRunner):
         if not torch.cuda.is_available():
             torch.set_num_threads(1)  # one intra-op thread per stream when 4 share the cores
         self.model = build_captioner()
-        self.pool = ContextThreadPoolExecutor(max_workers=4, thread_name_prefix="decode")
         with torch.inference_mode():  # warm up
             self.model(torch.zeros(1, 3, SIZE, SIZE), 2)
         print("model ready")
@@ -166,4 +166,4 @@ class Predictor(BaseRunner):
         if len(paths) > MAX_IMAGES:  # the schema cannot bound `image` + `images` together
             raise ValueError(f"give 1 to {MAX_IMAGES} images: got {len(paths)}")
         # On the event loop: calling captions() captures this prediction's context.
-        return captions(self.model, self.pool, paths, max_words)
+        return captions(self.model, paths, max_words)
