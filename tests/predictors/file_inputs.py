@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 
 import cog
-from cog import BaseRunner, Input, Path
+from cog import BaseRunner, Input, Path, streaming
 
 import coglet_cancel
 import coglet_inputs
@@ -67,6 +67,7 @@ class StreamingPredictor(BaseRunner):
         if os.environ.get("GUARD", "1") == "1":
             coglet_inputs.install(self)
 
+    @streaming
     @cog.concurrent(max=4)
     async def run(self, images: list[Path] = Input(description="Files")) -> Iterator[str]:
         _started()
