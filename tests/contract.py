@@ -8,6 +8,19 @@ themselves stay as they are. Nothing here depends on the model's text.
 
 What the contract assumes of a model: the same input (seed included) gives the same output,
 logs and non-timing metrics, whether the prediction ran alone or beside others.
+
+What it reads from the predictor itself: whether run() streams (`@streaming`; without it the
+tests that need a stream skip, saying so, and the cancel check measures whole runs), and its
+file inputs (`cog.Path`: sent as data URIs and as URLs, and paths of the server in their place,
+which must be refused; without file inputs those tests skip).
+
+Optional declarations, for models that need them (absent = the default):
+- `FLOAT_TOLERANCE = 1e-5`: floats in outputs and metrics compare within it (a batched forward
+  pass sums in another order than a solo one). Default 0: exact.
+- `ACCEPTABLE_ERRORS = (r"give 1 to 16 images",)`: regexes of the errors a schema-valid input
+  may fail with — what the schema cannot say. The schema fuzzer accepts those failures.
+- `ALLOWS_SERVER_PATHS = True`: the model is meant to read paths of the server (it installs
+  `coglet_inputs` with `allow_local_paths=True`); the server-path check skips.
 """
 
 from __future__ import annotations
@@ -29,10 +42,12 @@ def streaming_input(i: int) -> dict[str, Any]:
 
 
 def long_input(i: int) -> dict[str, Any]:
-    """A valid input that keeps the model busy for several seconds: what cancel tests stop.
+    """The longest valid input (within the model's bounds): what the cancel tests stop.
 
-    The cancel test checks that it is still streaming a second after its first output, and that
-    the server uses the CPU meanwhile (then that a cancel stops that use).
+    The cancel check measures how it runs on the machine at hand and fits itself to it: CPU
+    windows inside its stream when it streams 0.2 s or more after its first output, else the
+    CPU of a whole run against a cancelled one. Any length works; a run too short to tell
+    anything is reported, never failed.
     """
     return {"prompt": f"# long {i}\nimport ", "max_new_tokens": 2048, "seed": 3000 + i}
 
