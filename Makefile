@@ -49,7 +49,9 @@ $(SCHEMA): $(PREDICTOR_FILE) .cog/predictor scripts/schema.py scripts/cog_static
 	$(PY) scripts/schema.py $(PREDICTOR) -o $@
 
 # INPUT='name=value ...': any inputs, each read as `cog predict -i name=value` reads it, split
-# and unquoted as a shell would (it reaches the script through the environment, unexpanded).
+# and unquoted as a shell would (it reaches the script through the environment, unexpanded),
+# except that a JSON array or object value stays whole (tags=[1, 2], opts={"a": "b c"}); an
+# empty value (name=) leaves the input out, so it takes its default; name="" is an empty string.
 predict: $(SCHEMA) ## One prediction, printed as it arrives: make predict [INPUT='name=value ...' OUTPUT_DIR=]
 	@$(PY) scripts/local_predict.py --url http://127.0.0.1:$(PORT) --predictor $(PREDICTOR) \
 	  --inputs "$$INPUT"
