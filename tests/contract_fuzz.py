@@ -43,16 +43,20 @@ import base64
 import contextlib
 import copy
 import http.client
+import io
 import json
 import mimetypes
 import os
 import random
 import re
+import struct
 import threading
 import time
 import uuid
+import wave
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -70,6 +74,14 @@ MIN_EXAMPLES = 5  # checked even when they take longer than the budget
 REPLAY = "pytest tests/test_contract.py -k fuzz"
 CHUNK = 32  # inputs generated at a time (one Hypothesis run), as the sending needs them
 EXHAUSTED_AFTER = 3  # chunks in a row with no input not sent before: the input space is spent
+# Past the deadline a prediction is cancelled once it has been in flight this long, never at its
+# start: coglet 0.23.1 can lose a prediction whose cancel lands while its file inputs are being
+# prepared. The cancel (`PyThreadState_SetAsyncExc`, replicate/cog
+# `crates/coglet-python/src/cancel.rs`) can hit a thread of the pool that
+# `download_url_paths_into_dict` (`crates/coglet-python/src/input.rs`) waits on without a
+# timeout; the thread dies, the request is never answered and its slot stays taken (measured:
+# 2 in 3 to 6 cancels sent right after a start, with a `cog.Path` input; none without one).
+CANCEL_SETTLE_S = 1.0
 
 # Media types for a file input whose `accept=` names none; the bytes are random either way.
 MEDIA_TYPES = (
@@ -82,7 +94,7 @@ MEDIA_TYPES = (
     "application/json",
 )
 _FAMILY = {"image": "png", "audio": "wav", "video": "mp4", "text": "plain"}
-FILE_BYTES = 64  # the largest file generated: small, the model's bounds are not what is tested
+FILE_BYTES = 64  # random payloads up to this size; valid PNGs (16 x 16 at most), WAVs up to ~2 KB
 
 Outcome = Literal["succeeded", "declared", "cancelled", "failure"]
 
@@ -188,13 +200,73 @@ def media_types(accept: str | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found)) or MEDIA_TYPES
 
 
-def data_uris(accept: str | None = None) -> st.SearchStrategy[str]:
-    """Small `data:` URIs: up to `FILE_BYTES` random bytes, base64, a media type from `accept`."""
-    return st.builds(
-        lambda media_type, data: f"data:{media_type};base64,{base64.b64encode(data).decode()}",
-        st.sampled_from(media_types(accept)),
-        st.binary(max_size=FILE_BYTES),
+def png_bytes(width: int, height: int, rgb: bytes) -> bytes:
+    """A valid 8-bit RGB PNG of `width` x `height` from `rgb` (3 bytes a pixel), stdlib only."""
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(tag + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", crc)
+
+    row = 3 * width
+    raw = b"".join(b"\x00" + rgb[y * row : (y + 1) * row] for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
     )
+
+
+def wav_bytes(rate: int, samples: bytes) -> bytes:
+    """A valid 16-bit mono WAV of `samples` (2 bytes each) at `rate` Hz."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(samples[: len(samples) // 2 * 2])
+    return out.getvalue()
+
+
+def _valid_file(media_type: str) -> st.SearchStrategy[bytes] | None:
+    """Small files a decoder of `media_type` reads, where the stdlib can write one."""
+    if media_type == "image/png":
+        sizes = st.tuples(st.integers(1, 16), st.integers(1, 16))
+        return sizes.flatmap(
+            lambda wh: st.binary(min_size=3 * wh[0] * wh[1], max_size=3 * wh[0] * wh[1]).map(
+                lambda rgb: png_bytes(wh[0], wh[1], rgb)
+            )
+        )
+    if media_type in ("audio/wav", "audio/x-wav", "audio/wave"):
+        rates = st.sampled_from((8000, 16000, 22050, 44100))
+        return st.builds(wav_bytes, rates, st.binary(max_size=2 * 800))
+    if media_type.startswith("text/"):
+        return st.text(max_size=FILE_BYTES).map(lambda text: text.encode())
+    if media_type == "application/json":
+        values = st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+            max_leaves=5,
+        )
+        return values.map(lambda value: json.dumps(value).encode())
+    return None
+
+
+def _file_of(media_type: str) -> st.SearchStrategy[str]:
+    random_bytes = st.binary(max_size=FILE_BYTES)
+    valid = _valid_file(media_type)
+    data = random_bytes if valid is None else st.one_of(valid, random_bytes)
+    return data.map(
+        lambda payload: f"data:{media_type};base64,{base64.b64encode(payload).decode()}"
+    )
+
+
+def data_uris(accept: str | None = None) -> st.SearchStrategy[str]:
+    """Small `data:` URIs with a media type from `accept`: random bytes (up to `FILE_BYTES`),
+    or, for the types the stdlib can write (PNG, WAV, text, JSON), a small valid file as often,
+    so that a model that decodes its input gets past the decoding too."""
+    return st.sampled_from(media_types(accept)).flatmap(_file_of)
 
 
 def input_strategy(openapi: Mapping[str, Json]) -> st.SearchStrategy[dict[str, Json]]:
@@ -403,7 +475,7 @@ def check_response(
     """The verdict on the answer `(code, body)` to an input the schema accepts.
 
     `cancelled`: the fuzzer cancelled this prediction itself (at its deadline), so a
-    `canceled` status is what it asked for.
+    `canceled` or `failed` status is what it asked for; only an output is still checked.
     """
     if code >= 500:
         return Verdict("failure", f"the server answered {code}: {shorten(body, 300)}")
@@ -418,7 +490,10 @@ def check_response(
     if not isinstance(body, dict):
         return Verdict("failure", f"a 200 whose body is not a prediction: {shorten(body, 300)}")
     status = body.get("status")
-    if status == "canceled" and cancelled:
+    if cancelled and status in ("canceled", "failed"):
+        # coglet 0.23 reports a cancel that lands while the input is prepared (files fetched)
+        # as a failure, "Input validation error: " (replicate/cog
+        # `crates/coglet-python/src/predictor.rs`: `prepare_input`'s errors are `InvalidInput`)
         return Verdict("cancelled")
     if status == "succeeded":
         problem = output_problem(body.get("output"))
@@ -514,6 +589,12 @@ class FuzzReport:
         ]
         if self.stopped:
             lines.append(f"sending stopped early: {self.stopped}")
+        if self.declared and not self.succeeded:
+            lines.append(
+                "no input succeeded: every prediction failed (most as ACCEPTABLE_ERRORS allow), "
+                "so nothing past those checks was tested; are they broader than the model's "
+                "real limits?"
+            )
         if self.discarded and self.first_discarded is not None:
             inputs, problem = self.first_discarded
             lines.append(
@@ -563,6 +644,7 @@ class _Sent:
     index: int
     inputs: dict[str, Json]
     id: str
+    at: float  # time.monotonic() when it was submitted
     cancelled: bool = False
 
 
@@ -574,6 +656,7 @@ def run_inputs(
     *,
     min_examples: int = MIN_EXAMPLES,
     timeout_s: float = 180.0,
+    settle_s: float = CANCEL_SETTLE_S,
 ) -> FuzzReport:
     """Send `inputs` to `server`, `report.concurrency` at a time, until `report.budget_s` is
     spent; `check(code, body, cancelled)` judges each answer into `report`.
@@ -589,13 +672,15 @@ def run_inputs(
     drawn only when one of them has answered, so generation never runs ahead of the server.
 
     Bounds: no input is sent after the deadline (`budget_s` from the start) once
-    `min_examples` answers have been judged; until then sending goes on past it. At the
-    deadline the predictions still running are cancelled (`POST /predictions/{id}/cancel`)
-    unless their answers are needed to reach `min_examples`; each call waits at most
-    `timeout_s` for its answer.
+    `min_examples` answers have been judged; until then sending goes on past it. Past the
+    deadline the predictions still running are cancelled (`POST /predictions/{id}/cancel`),
+    unless their answers are needed to reach `min_examples`, each once it has been in flight
+    `settle_s` (see `CANCEL_SETTLE_S`); a cancelled one counts as `cancelled`, not checked,
+    unless it succeeded first. Each call waits at most `timeout_s` for its answer.
 
     Cancellation: an exception in the caller's thread (KeyboardInterrupt, a failing `check`)
-    cancels every prediction in flight, waits for their calls to return, and propagates.
+    cancels every prediction in flight (each once settled), waits for their calls to return,
+    and propagates.
 
     Errors: an answer that is not a verdict's business — no answer within `timeout_s`, a
     connection refused or reset — is a failure of its input; a refused or reset connection
@@ -610,13 +695,22 @@ def run_inputs(
     draw = iter(inputs)
     sending = True
 
-    def cancel(sent: _Sent) -> None:
-        if sent.cancelled:
-            return
-        sent.cancelled = True
-        # the server gone or slow to answer: the prediction's own call still ends by timeout_s
-        with contextlib.suppress(OSError, http.client.HTTPException, RuntimeError):
-            server.cancel(sent.id)
+    def cancel_settled() -> float | None:
+        """Cancel each prediction in flight for `settle_s` or more; seconds until the next one
+        settles (None: none left to cancel)."""
+        now = time.monotonic()
+        waits = []
+        for future, sent in inflight.items():
+            if sent.cancelled or future.done():
+                continue
+            if now - sent.at < settle_s:
+                waits.append(sent.at + settle_s - now)
+                continue
+            sent.cancelled = True
+            # the server gone or slow to answer: the prediction's own call ends by timeout_s
+            with contextlib.suppress(OSError, http.client.HTTPException, RuntimeError):
+                server.cancel(sent.id)
+        return min(waits) if waits else None
 
     def judge(future: Future[tuple[int, Json]], sent: _Sent) -> None:
         nonlocal sending
@@ -660,7 +754,7 @@ def run_inputs(
                     if item is None:
                         sending = False
                         break
-                    sent = _Sent(report.sent, item, f"{prefix}-{report.sent}")
+                    sent = _Sent(report.sent, item, f"{prefix}-{report.sent}", time.monotonic())
                     report.sent += 1
                     future = pool.submit(
                         server.predict, item, id=sent.id, timeout=timeout_s, busy_retry=10.0
@@ -669,20 +763,19 @@ def run_inputs(
                 if not inflight:
                     break
                 now = time.monotonic()
-                done, _ = wait(
-                    inflight,
-                    timeout=None if now >= deadline else deadline - now,
-                    return_when=FIRST_COMPLETED,
-                )
+                if now < deadline:
+                    timeout: float | None = deadline - now
+                elif report.checked >= min_examples:
+                    sending = False
+                    timeout = cancel_settled()
+                else:
+                    timeout = None  # the answers needed for min_examples
+                done, _ = wait(inflight, timeout=timeout, return_when=FIRST_COMPLETED)
                 for future in done:
                     judge(future, inflight.pop(future))
-                if time.monotonic() >= deadline and report.checked >= min_examples:
-                    sending = False
-                    for sent in inflight.values():
-                        cancel(sent)
         except BaseException:
-            for sent in inflight.values():
-                cancel(sent)
+            while (settling := cancel_settled()) is not None:
+                wait(inflight, timeout=settling, return_when=ALL_COMPLETED)
             raise
     report.failures.sort(key=lambda failure: failure.index)
     report.seconds = time.monotonic() - start
