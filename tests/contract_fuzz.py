@@ -21,9 +21,10 @@ How the schema is read (OpenAPI 3.0, as cog writes it, against JSON Schema, as c
   for an optional input gets 422. So no `null` is generated for one; an optional input is left
   out instead, as any key not in `required` may be. Keys the schema does not declare are never
   sent (coglet drops them unread: `strip_unknown`).
-- `format: uri` strings (`Path`/`File` inputs) are sent as small `data:` URIs of random bytes
-  with a plausible media type (from the input's `accept=`, `x-cog-accept`, when it names one):
-  coglet downloads `http(s)://` and `data:` values and nothing else (replicate/cog
+- `format: uri` strings (`Path`/`File` inputs) are sent as small `data:` URIs with a plausible
+  media type (from the input's `accept=`, `x-cog-accept`, when it names one): random bytes, or
+  as often a small valid file where the stdlib can write one (PNG, WAV, text, JSON). coglet
+  downloads `http(s)://` and `data:` values and nothing else (replicate/cog
   `crates/coglet-python/src/input.rs`, `coerce_typed_inputs`). Never a local path. Random bytes
   are not a valid image: a predictor that decodes its files declares that error acceptable.
 - Before it is sent, every generated input is checked with `jsonschema_rs` (Python bindings of
@@ -34,7 +35,9 @@ How the schema is read (OpenAPI 3.0, as cog writes it, against JSON Schema, as c
 
 Reproducible: one seed (printed, `CONTRACT_FUZZ_SEED` to replay) fixes the sequence of inputs;
 how far along it a run gets depends on the server's speed, so a failure names its input too.
-Nothing is shrunk: each example costs a prediction, and the budget is wall time.
+Nothing is shrunk (each example costs a prediction, and the budget is wall time); the report
+shows each distinct problem once, with the shortest input that had it. Predictions still
+running at the deadline are cancelled, not checked (`run_inputs`, `CANCEL_SETTLE_S`).
 """
 
 from __future__ import annotations

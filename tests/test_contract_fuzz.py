@@ -230,6 +230,12 @@ def test_a_small_input_space_is_sent_once_then_the_source_ends() -> None:
     assert len(keys) == len(set(keys)) <= 9  # flag: absent/true/false, mode: absent/a/b
 
 
+def test_a_predictor_without_inputs_gets_the_empty_input_once() -> None:
+    source = InputSource(cog_schema({}), seed=1, chunk=4)
+    assert list(source) == [{}]
+    assert source.exhausted
+
+
 def test_the_hypothesis_database_is_off_and_no_example_is_shrunk_or_replayed() -> None:
     assert contract_fuzz.GENERATION_SETTINGS.database is None
     assert tuple(contract_fuzz.GENERATION_SETTINGS.phases) == (contract_fuzz.Phase.generate,)
