@@ -23,7 +23,11 @@ outputs").
 
 Cancel: run() returns its output (no stream), so coglet's cancel reaches its awaits: the
 prediction's texts still queued are dropped at once; those in the running forward pass finish
-with it, their vectors discarded, their batch neighbours' vectors unchanged.
+with it, their vectors discarded, their batch neighbours' vectors unchanged. One exception is
+coglet's: a cancel in a prediction's first milliseconds, before coglet has registered run()'s
+future, is raised as `CancelationException` in coglet's worker thread (replicate/cog
+`crates/coglet-python/src/worker_bridge.rs`, `cancel`: the slot is still a sync one), and the
+prediction fails with it while run() goes on to its end.
 
 Run it: `make predict PREDICTOR=examples/embed_predict.py:Predictor INPUT='texts=["a", "b"]'`,
 or through tests/test_embed_example.py and the contract (examples/embed_contract.py).
