@@ -19,17 +19,20 @@ behaves the same, measured on the real server), ``crates/coglet-python/src/input
 What :func:`install` does instead, in the model's process:
 
 1. ``cog.types.Path.validate`` (which coglet looks up on each request) turns a URL or data URI
-   into a :class:`PendingFile` without reading it: a ``cog.types.URLPath`` whose ``convert()``
-   returns itself, so coglet's ``prepare_input`` downloads nothing and keeps it for its clean-up,
-   which calls ``unlink()`` once the prediction is over (after its stream ended, on success,
-   failure or cancel).
+   into a :class:`PendingFile` without reading it. It is not a ``cog.types.URLPath``, so
+   coglet's ``prepare_input`` neither downloads it nor starts its download pool (where a
+   cancel as the prediction starts can lose the prediction and its slot for good:
+   ``PendingFile``'s docstring).
 2. The predictor's ``run()`` (or ``predict()``) is wrapped on the instance. Before the model's
    code runs, every file input is checked: a :class:`PendingFile` is downloaded into a temp file
    and the model receives a ``cog.Path`` to it; anything else — a path on the server — fails the
    prediction with a message that names the input and says what to send instead. The download
    runs inside the prediction: a cancel stops it within one read (:data:`CHUNK` bytes), a failed
    or cancelled download leaves no file, and its time and size reach the client as a log line
-   (for an http(s) URL) and the metrics ``input_download_time`` and ``input_bytes``.
+   (for an http(s) URL) and the metrics ``input_download_time`` and ``input_bytes``. The files
+   are deleted when the prediction is done with them: a result that is a stream once coglet has
+   iterated and freed it (a producer thread reads them meanwhile), any other result when
+   ``run()`` returns, and on an error or a cancel at once.
 
 Opting out: ``install(self, allow_local_paths=True)`` lets server-local paths through (a model
 served only to trusted callers, reading a mounted volume); downloads stay as above. Not calling
@@ -62,6 +65,7 @@ import types
 import typing
 import urllib.parse
 import urllib.request
+import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol, cast
 
@@ -101,20 +105,35 @@ class DownloadError(ValueError):
     """A file input that could not be read: its URL failed, or it exceeds ``max_bytes``."""
 
 
-class PendingFile(cog.types.URLPath):
+class PendingFile(cog.types.Path):
     """A file input sent as a URL or data URI, not yet read; downloaded when ``run()`` starts.
 
-    coglet keeps it (``convert()`` returns it) and calls ``unlink()`` once the prediction is
-    over, which deletes the downloaded file.
+    Deliberately not a ``cog.types.URLPath``: coglet downloads those in ``prepare_input`` on a
+    thread pool of its own, where a cancel that lands as the prediction starts can kill a pool
+    thread and leave the prediction unanswered and its slot taken for good (cancels sent as
+    their predictions started took all 4 slots of a server within the first 5, before this
+    module stopped handing coglet URLPaths; 40 such cancels since left every slot free:
+    tests/test_coglet_inputs.py, ``test_cancels_as_predictions_start_*``).
+    coglet passes anything else through untouched, so the download and the clean-up are this
+    module's: the wrapper downloads, and deletes the files once the prediction's result is
+    done with (see ``_Downloads.release_after``).
     """
 
-    def convert(self) -> cog.types.Path:  # coglet's prepare_input: download nothing here
-        return cast(cog.types.Path, self)
+    source: str
+    filename: str
 
-    def unlink(self, missing_ok: bool = False) -> None:
-        path, self._path = self._path, None
-        if path is not None:
-            path.unlink(missing_ok=True)
+    @classmethod
+    def of(cls, source: str) -> PendingFile:
+        filename = cog.types.get_filename(source)
+        pending = cls(filename)
+        pending.source, pending.filename = source, filename
+        return pending
+
+    def __fspath__(self) -> str:  # never opened as the relative path of its file name
+        raise RuntimeError(
+            f"{self!r} was not downloaded: coglet_inputs.install(predictor) wraps the "
+            f"predictor that receives it"
+        )
 
     def __repr__(self) -> str:
         return f"PendingFile({_redacted(self.source)!r})"
@@ -169,7 +188,7 @@ def installed() -> bool:
 def _validate(cls: type, value: Any) -> Any:
     """``cog.types.Path.validate`` under :func:`install`: URLs become pending, not downloaded."""
     if isinstance(value, str) and value.startswith(_URL_PREFIXES):
-        return PendingFile(source=value, filename=cog.types.get_filename(value), fileobj=None)  # type: ignore[arg-type]
+        return PendingFile.of(value)
     return _original_validate.__func__(cls, value)
 
 
@@ -208,7 +227,8 @@ class _Downloads:
     def __init__(self, params: frozenset[str], *, allow_local: bool, max_bytes: int | None) -> None:
         self.params, self.allow_local, self.max_bytes = params, allow_local, max_bytes
         self.stop = threading.Event()
-        self.made: list[PendingFile] = []
+        self.local: dict[int, cog.types.Path] = {}  # id(PendingFile) -> its downloaded file
+        self.made: list[pathlib.Path] = []  # every file this prediction downloaded
         self.lines: list[str] = []
         self.seconds = 0.0
         self.bytes = 0
@@ -242,17 +262,25 @@ class _Downloads:
         for name in {name for name, _ in pending}:
             value = kwargs[name]
             kwargs[name] = (
-                [_local(item) for item in value] if isinstance(value, list) else _local(value)
+                [self._local(item) for item in value]
+                if isinstance(value, list)
+                else self._local(value)
             )
+
+    def _local(self, item: Any) -> Any:
+        """What the model receives for a downloaded input: a ``cog.Path`` to its file."""
+        return self.local.get(id(item), item) if isinstance(item, PendingFile) else item
 
     def _fetch_one(self, name: str, item: PendingFile) -> None:
         remote = not item.source.startswith("data:")
         if remote:
             print(f"{name}: downloading {_redacted(item.source)}")
         started = time.perf_counter()
+        if self.stop.is_set():
+            raise asyncio.CancelledError(f"{name}: download cancelled")
         fd, tmp = tempfile.mkstemp(suffix=f"-{item.filename[-100:]}", prefix="cog-input-")
-        item._path = cog.types.Path(tmp)
-        self.made.append(item)
+        self.made.append(pathlib.Path(tmp))
+        self.local[id(item)] = cog.types.Path(tmp)
         size = 0
         try:
             with os.fdopen(fd, "wb") as out, _open(item.source) as source:
@@ -277,8 +305,20 @@ class _Downloads:
             print(f"{name}: downloaded {size:,} bytes in {seconds:.2f}s")
 
     def discard(self) -> None:
-        for item in self.made:
-            item.unlink(missing_ok=True)
+        """Delete every file this prediction downloaded (idempotent, any thread)."""
+        while self.made:
+            self.made.pop().unlink(missing_ok=True)
+
+    def release_after(self, result: Any) -> Any:
+        """Delete the files once ``result`` is done with: a stream (coglet iterates it after
+        run() returned; a producer reads the files meanwhile) when it is freed, once coglet has
+        finished with it; any other result at once."""
+        if self.made:
+            try:
+                weakref.finalize(result, self.discard)
+            except TypeError:  # no weak references (str, list, ...): nothing reads them later
+                self.discard()
+        return result
 
     def report(self) -> None:
         """The metrics, in the prediction's scope (a thread of coglet's, or its event loop)."""
@@ -295,11 +335,11 @@ def _guard(
     def downloads() -> _Downloads:
         return _Downloads(params, allow_local=allow_local_paths, max_bytes=max_bytes)
 
-    def prepare_sync(kwargs: dict[str, Any]) -> None:
+    def prepare_sync(kwargs: dict[str, Any]) -> _Downloads:
         job = downloads()
         pending = job.check(kwargs)
         if not pending:
-            return
+            return job
         # On a thread of its own: coglet cancels a sync run() by raising in its thread
         # (PyThreadState_SetAsyncExc, crates/coglet-python/src/cancel.rs), which takes effect
         # only between bytecodes, never inside a blocking read; this thread waits in slices.
@@ -319,52 +359,69 @@ def _guard(
             while worker.is_alive():
                 worker.join(WAIT_SLICE)
         except BaseException:
-            job.stop.set()  # the download stops at its next read and deletes its files
+            job.stop.set()  # the download stops at its next read and deletes its files;
+            job.discard()  # those written so far go now (a read may wait for the network)
             raise
         if failure:
             raise failure[0]
         job.report()
+        return job
 
-    async def prepare_async(kwargs: dict[str, Any]) -> None:
+    async def prepare_async(kwargs: dict[str, Any]) -> _Downloads:
         job = downloads()
         pending = job.check(kwargs)
         if not pending:
-            return
+            return job
         # Off the event loop; to_thread copies the context (the prediction's log routing).
         task = asyncio.ensure_future(asyncio.to_thread(job.fetch, kwargs, pending))
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
-            job.stop.set()  # the download thread stops at its next read and deletes its files
+            job.stop.set()  # the download thread stops at its next read and deletes its files;
+            job.discard()  # those written so far go now (a read may wait for the network)
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
             raise
         job.report()
+        return job
 
     wrapper: Callable[..., Any]
     if inspect.isasyncgenfunction(method):
 
         async def agen_wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-            await prepare_async(kwargs)
-            inner = method(*args, **kwargs)
+            job = await prepare_async(kwargs)
             try:
-                async for item in inner:
-                    yield item
+                inner = method(*args, **kwargs)
+                try:
+                    async for item in inner:
+                        yield item
+                finally:
+                    await inner.aclose()
             finally:
-                await inner.aclose()
+                job.discard()
 
         wrapper = agen_wrapper
     elif inspect.iscoroutinefunction(method):
 
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            await prepare_async(kwargs)
-            return await method(*args, **kwargs)
+            job = await prepare_async(kwargs)
+            try:
+                result = await method(*args, **kwargs)
+            except BaseException:
+                job.discard()
+                raise
+            return job.release_after(result)
 
         wrapper = async_wrapper
     else:
 
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-            prepare_sync(kwargs)
-            return method(*args, **kwargs)
+            job = prepare_sync(kwargs)
+            try:
+                result = method(*args, **kwargs)
+            except BaseException:
+                job.discard()
+                raise
+            return job.release_after(result)
 
         wrapper = sync_wrapper
     functools.update_wrapper(wrapper, method)
@@ -378,14 +435,6 @@ def _guard(
 def _open(source: str) -> Any:
     """A readable response for a data URI or an http(s) URL (urllib: both stream in chunks)."""
     return urllib.request.urlopen(source, timeout=TIMEOUT)  # schemes checked by the caller
-
-
-def _local(item: Any) -> Any:
-    """What the model receives for a downloaded input: a ``cog.Path`` to its file."""
-    if isinstance(item, PendingFile):
-        assert item._path is not None, "downloaded"
-        return cog.types.Path(item._path)
-    return item
 
 
 def _received(item: object) -> bool:

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed accepts [0, 2**64)
+MIN_TEMPERATURE = 1e-6  # a lower temperature samples greedily (the limit as it goes to 0)
 
 
 @dataclass(frozen=True)
@@ -75,10 +76,13 @@ def sample_batch(
         raise ValueError(
             f"{B} rows of logits for {len(params)} params, {len(generators)} generators"
         )
-    greedy = [p.temperature == 0.0 for p in params]
+    # Below MIN_TEMPERATURE sampling is greedy (its limit): logits / T would overflow float32.
+    greedy = [p.temperature < MIN_TEMPERATURE for p in params]
     if all(greedy):
         return [int(t) for t in torch.argmax(logits, dim=-1).tolist()]
-    temperature = torch.tensor([[p.temperature or 1.0] for p in params])  # (B, 1)
+    temperature = torch.tensor(
+        [[1.0 if g else p.temperature] for p, g in zip(params, greedy, strict=True)]
+    )  # (B, 1)
     top_k = torch.tensor([[p.top_k - 1 if 0 < p.top_k < V else V - 1] for p in params])  # (B, 1)
     top_p = torch.tensor([[p.top_p if p.top_p < 1.0 else math.inf] for p in params])  # (B, 1)
     uniform = torch.cat(

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cog_server import CogServer, _Receiver, free_port
+from cog_server import CogServer, CogServerError, _Receiver, free_port
 from conftest import CogServers, probe_records, wait_until
 
 import coglet_inputs
@@ -174,7 +174,8 @@ def test_files_stay_until_a_returned_stream_has_read_them_then_go(
     read = [json.loads(line) for line in "".join(body["output"]).splitlines()]
     assert read == [digest(HELLO), digest(BIG), digest(BIG)]
     assert "secret" not in body["logs"]
-    assert files_left(server) == []
+    # deleted once coglet has done with the stream (it frees it as the prediction ends)
+    wait_until(lambda: files_left(server) == [], timeout=10, what="the files to go")
 
 
 def test_a_sync_run_gets_the_same_guard(servers: Servers, host: FileHost) -> None:
@@ -302,3 +303,51 @@ def test_urls_are_shown_without_their_query_and_data_uris_by_their_type() -> Non
         "https://host:8080/a/b.png"
     )
     assert coglet_inputs._redacted(data_uri(BIG, "image/png")) == "data:image/png;base64,…"
+
+
+# ── cancels as predictions start ──────────────────────────────────────────────────────────────
+
+
+def start_and_cancel(server: CogServer) -> str:
+    """A prediction with file inputs, cancelled the moment it is accepted."""
+    id_ = f"early-{uuid.uuid4().hex[:8]}"
+    code, body = server.predict_async(id_, {"image": HELLO_URI, "images": [HELLO_URI] * 2})
+    assert code == 202, body
+    server.cancel(id_)
+    return id_
+
+
+def test_cancels_as_predictions_start_leave_every_slot_free(servers: Servers) -> None:
+    """coglet_inputs.PendingFile is no URLPath, so coglet starts no download pool of its own,
+    where such a cancel can kill a pool thread and hold the slot for good (the next test)."""
+    server = servers.get()
+    for _ in range(40):
+        start_and_cancel(server)
+    wait_until(lambda: server.health()["status"] == "READY", timeout=30, what="every slot free")
+    code, body = server.predict({"image": HELLO_URI})
+    assert (code, body["status"]) == (200, "succeeded"), body
+    wait_until(lambda: files_left(server) == [], timeout=10, what="no file left")
+
+
+def test_without_the_guard_a_cancel_as_a_prediction_starts_can_hold_its_slot_for_good(
+    cog_servers: CogServers, tmp_path: Path
+) -> None:
+    """What coglet_inputs avoids: coglet 0.23 downloads URL inputs on a ThreadPoolExecutor in
+    prepare_input (crates/coglet-python/src/input.rs, download_url_paths_into_dict); a cancel
+    then can raise CancelationException in one of its threads (crates/coglet-python/src/
+    cancel.rs), whose download never completes: the prediction is never answered and its slot
+    stays taken (seen in 4 of the first 5 such cancels). The day this fails, coglet no longer
+    loses them: PendingFile may become a URLPath again (coglet's own clean-up).
+    """
+    naive = cog_servers.start(
+        "file_inputs.py:Predictor", concurrency=1, env={"GUARD": "0", "TMPDIR": str(tmp_path)}
+    )
+    for _ in range(20):
+        id_ = start_and_cancel(naive)
+        try:
+            naive.wait(id_, timeout=5)
+        except CogServerError:  # no answer: is its slot taken for good?
+            if naive.health()["status"] == "BUSY":
+                assert naive.predict({"image": HELLO_URI}, busy_retry=1.0)[0] == 409
+                return
+    pytest.fail("20 cancels as predictions started all ended: coglet no longer loses them")

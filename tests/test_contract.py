@@ -31,6 +31,7 @@ from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
+import contract_fuzz
 import pytest
 from cog_server import REPO_ROOT, CogServer, _Receiver
 from cog_static import check
@@ -340,12 +341,13 @@ class _Run:
 
 
 def cancelled_before_run(final: Mapping[str, Any]) -> bool:
-    """coglet 0.23 fails a prediction cancelled while it turns the request's JSON into Python
-    (before run() is called) with this error, not `canceled` (docs/limitations.md). Without a
-    stream, `processing` is all a client sees of a prediction before it ends, so a cancel sent
-    then can land there: that prediction never reached the model."""
-    return final.get("status") == "failed" and str(final.get("error") or "").startswith(
-        EARLY_CANCEL
+    """coglet 0.23 fails a prediction cancelled before it has registered run() — while it turns
+    the request's JSON into Python, or submits run() to its loop — with one of its own errors,
+    not `canceled` (docs/limitations.md). Without a stream, `processing` is all a client sees
+    of a prediction before it ends, so a cancel sent then can land there: the model's cancel
+    handling was never reached, and the try tells nothing about it."""
+    return final.get("status") == "failed" and bool(
+        EARLY_CANCEL.match(str(final.get("error") or ""))
     )
 
 
@@ -376,7 +378,12 @@ def measure_whole(server: CogServer, inputs: Mapping[str, Any]) -> Whole:
 
 
 CANCEL_SHARES = (0.25, 0.5, 0.75)  # without a stream: cancel this share of a run's time in
-EARLY_CANCEL = "Input validation error"  # coglet's error for a cancel before run() started
+# coglet's errors for a cancel that came before run() was registered (its CancelationException
+# is raised only by coglet: never a model's error)
+EARLY_CANCEL = re.compile(
+    r"Input validation error|Prediction failed: (Failed to submit coroutine|Async prediction "
+    r"failed): CancelationException"
+)
 NOISE = 0.015  # CPU seconds: what a request's handling alone may vary by
 TELLS = 0.6  # a cancel later than this share of the work leaves too little to tell apart
 
@@ -946,6 +953,25 @@ def test_file_inputs_sent_as_urls_give_what_data_uris_give(
         data, urls = pool.map(lambda job: succeeded(server, job), [inputs, as_urls])
     assert fingerprint(urls) == fingerprint(data)
     assert fingerprint(succeeded(server, as_urls)) == fingerprint(data)
+
+
+# ── inputs nobody wrote ───────────────────────────────────────────────────────────────────────
+
+
+def test_inputs_generated_from_the_schema_get_answers_a_client_can_live_with_fuzz(
+    server: CogServer,
+) -> None:
+    """Inputs generated from the predictor's own schema for about 30 s (tests/contract_fuzz.py;
+    CONTRACT_FUZZ_SECONDS sets it): no 5xx, no 422, outputs matching the schema, failures only
+    as ACCEPTABLE_ERRORS allow. A failure prints the seed that replays it."""
+    replay = "pytest tests/test_contract.py -k fuzz"
+    if CONTRACT_FILE != "tests/contract.py":
+        replay = f"CONTRACT={CONTRACT_FILE} {replay}"
+    report = contract_fuzz.fuzz_inputs(
+        server, acceptable_errors=getattr(contract, "ACCEPTABLE_ERRORS", ()), replay=replay
+    )
+    report.raise_if_failed()
+    wait_until(lambda: server.health()["status"] == "READY", timeout=10, what="every slot free")
 
 
 # ── bad input, health ─────────────────────────────────────────────────────────────────────────

@@ -32,7 +32,8 @@ NOT_THE_EXAMPLE = "not cancel_check_fails and not input_check_names and not serv
 @pytest.mark.parametrize("contract", CONTRACTS)
 def test_the_example_keeps_the_contract(contract: str, uploads: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    env |= {"CONTRACT": contract, "CONTRACT_UPLOADS": uploads}
+    # The schema fuzzer: 5 s per example and mode (the template's own contract run gives 30).
+    env |= {"CONTRACT": contract, "CONTRACT_UPLOADS": uploads, "CONTRACT_FUZZ_SECONDS": "5"}
     proc = subprocess.run(
         [
             sys.executable,

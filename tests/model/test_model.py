@@ -451,3 +451,22 @@ def test_warmup_and_public_attributes(engine: Engine) -> None:
     assert engine.dtype == torch.float32
     assert engine.config == TINY
     assert next(engine.model.parameters()).dtype == torch.float32
+
+
+@given(
+    temperature=st.floats(min_value=0.0, max_value=1e-5, allow_subnormal=True),
+    seed=st.integers(0, 2**32),
+)
+@settings(max_examples=50, deadline=None)
+def test_a_tiny_temperature_samples_a_valid_token_greedily_below_the_floor(
+    temperature: float, seed: int
+) -> None:
+    """A subnormal temperature (the schema fuzzer sent 5e-324) once overflowed logits / T into
+    an index error; below MIN_TEMPERATURE sampling is greedy, its limit."""
+    logits = torch.randn(3, 256, generator=torch.Generator().manual_seed(seed))  # (B, V)
+    params = [SamplingParams(temperature=temperature, seed=seed)] * 3
+    generators = [torch.Generator().manual_seed(seed + b) for b in range(3)]
+    tokens = sample_batch(logits, params, generators)
+    assert all(0 <= t < 256 for t in tokens)
+    if temperature < 1e-6:
+        assert tokens == torch.argmax(logits, dim=-1).tolist()
