@@ -32,6 +32,7 @@ runtime (use `schema=False`) and needs a cog.yaml in its cwd, which the harness 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.client
 import json
 import os
@@ -90,11 +91,57 @@ def stage_predictor(source: Path, directory: Path, *, root: Path = REPO_ROOT) ->
     return stage_server_dir(directory, root=root, files={source.name: source})
 
 
+# A folder (set by the test suite for one run: tests/conftest.py) where `write_schema` keeps each
+# schema it wrote, named by a hash of everything it was written from, so that a predictor served
+# again from the same files (by another test, xdist worker or nested pytest of the same run) gets
+# the same document without another scripts/schema.py process (about a second of CPU each).
+SCHEMA_CACHE_ENV = "COG_TEMPLATE_SCHEMA_CACHE"
+# What scripts/schema.py reads in a server's directory: the Python it imports, and cog.yaml.
+_SCHEMA_INPUTS = frozenset({".py", ".pyi", ".yaml", ".yml"})
+
+
+def _schema_key(predictor_ref: str, cwd: Path, python: str) -> str:
+    """A hash of what the schema of `predictor_ref` in `cwd` is written from: the reference, the
+    interpreter, scripts/schema.py and cog_static.py, and every Python or YAML file under `cwd`
+    (by relative path and content; `.cog/` left out)."""
+    digest = hashlib.sha256()
+
+    def add(data: bytes) -> None:
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
+
+    add(predictor_ref.encode())
+    add(python.encode())
+    for script in (SCHEMA_SCRIPT, SCHEMA_SCRIPT.with_name("cog_static.py")):
+        add(script.read_bytes())
+    for path in sorted(cwd.rglob("*")):
+        relative = path.relative_to(cwd)
+        if relative.parts[0] == ".cog" or path.suffix not in _SCHEMA_INPUTS:
+            continue
+        if path.is_file():
+            add(relative.as_posix().encode())
+            add(path.read_bytes())
+    return digest.hexdigest()
+
+
 def write_schema(
     predictor_ref: str, cwd: Path, *, python: str = sys.executable, timeout: float = 60.0
 ) -> Path:
-    """Write `<cwd>/.cog/openapi_schema.json` for `predictor_ref` with scripts/schema.py."""
+    """Write `<cwd>/.cog/openapi_schema.json` for `predictor_ref` with scripts/schema.py.
+
+    With `$COG_TEMPLATE_SCHEMA_CACHE` set to a folder, a schema written from the same files
+    before (`_schema_key`) is copied from there instead; a failure is never kept, so it is
+    raised again each time.
+    """
     output = cwd / ".cog" / "openapi_schema.json"
+    cache_dir = os.environ.get(SCHEMA_CACHE_ENV)
+    cached = (
+        Path(cache_dir) / f"{_schema_key(predictor_ref, cwd, python)}.json" if cache_dir else None
+    )
+    if cached is not None and cached.is_file():
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_bytes(cached.read_bytes())
+        return output
     proc = subprocess.run(
         [python, str(SCHEMA_SCRIPT), predictor_ref, "-o", str(output)],
         cwd=cwd,
@@ -109,6 +156,10 @@ def write_schema(
             f"writing the schema for {predictor_ref} failed ({proc.returncode}):\n"
             f"{proc.stdout}{proc.stderr}"
         )
+    if cached is not None:  # whole or not at all: a copy renamed into place
+        partial = cached.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        partial.write_bytes(output.read_bytes())
+        partial.replace(cached)
     return output
 
 
