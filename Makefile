@@ -20,7 +20,7 @@ INPUT ?=
 export INPUT
 PORT ?= 5000
 
-.PHONY: help setup predict serve schema context test test-legacy lint fix bench cog-predict push clean FORCE
+.PHONY: help setup predict serve schema context test check coverage test-legacy lint fix bench cog-predict push clean FORCE
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -70,8 +70,43 @@ BUDGET_MIB ?= 64
 context: $(STAMP) ## The image's files (after .dockerignore) by folder; fails over BUDGET_MIB
 	$(PY) scripts/build_context.py report --budget-mib $(BUDGET_MIB)
 
+# Tests run in PYTEST_WORKERS processes (pytest-xdist; auto: one per CPU; 0: in this one): a
+# module whose tests share a server runs in one worker, the longest files start first
+# (tests/conftest.py), any other test goes to the first free worker (docs/testing.md).
+PYTEST_WORKERS ?= auto
+PYTEST_PARALLEL = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
+
 test: $(STAMP) $(LEGACY_STAMP) lint context ## Lint, then run every test (unit, real-server, legacy-server)
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_PARALLEL)
+
+# The template's test files: every other tests/**/test_*.py is the model's own (a fork's, or the
+# demo model's tests/model/ here), which `make check` runs with the contract.
+TEMPLATE_TESTS := $(addprefix tests/,test_audio_example.py test_bench_bridge.py \
+  test_bridge_server.py test_build_context.py test_caption_example.py test_cog_static.py \
+  test_coglet_behaviour.py test_coglet_cancel.py test_coglet_inputs.py test_contract.py \
+  test_contract_fuzz.py test_embed_example.py test_examples_contract.py test_fork_drill.py \
+  test_gpu_check.py test_image_example.py test_in_process_setup.py test_legacy.py \
+  test_local_predict.py test_prediction_files.py test_proc_times.py test_schema.py \
+  test_structured_outputs.py test_threading_batch.py test_threading_callback.py \
+  test_threading_channel.py test_threading_context.py test_threading_gpu.py \
+  test_threading_methods.py test_threading_ordered.py test_threading_stream.py \
+  test_transformers_example.py test_video_example.py)
+OWN_TESTS = $(filter-out $(TEMPLATE_TESTS),$(shell find tests -name 'test_*.py' \
+  -not -path 'tests/predictors/*' | sort))
+# Python files changed since git HEAD, and new ones git does not ignore (none outside git).
+CHANGED_PY = $(shell { git diff --name-only --diff-filter=d HEAD -- '*.py'; \
+  git ls-files --others --exclude-standard -- '*.py'; } 2>/dev/null | sort -u)
+# Of those, what mypy checks (its config leaves out tests/ and benchmarks/).
+CHANGED_TYPED = $(filter-out tests/% benchmarks/%,$(CHANGED_PY))
+
+check: $(STAMP) ## After an edit: lint what changed, then your own tests and the contract on predict.py
+	$(if $(CHANGED_PY),$(PY) -m ruff check $(CHANGED_PY) || { echo '$(LINT_HINT)' >&2; exit 1; })
+	$(if $(CHANGED_PY),$(PY) -m ruff format --check $(CHANGED_PY) || { echo '$(LINT_HINT)' >&2; exit 1; })
+	$(if $(CHANGED_TYPED),$(PY) -m mypy $(CHANGED_TYPED))
+	$(PY) -m pytest $(PYTEST_PARALLEL) $(OWN_TESTS) tests/test_contract.py
+
+coverage: $(STAMP) $(LEGACY_STAMP) ## Every test, with line and branch coverage of the template's code
+	$(PY) -m pytest $(PYTEST_PARALLEL) --cov --cov-report=term
 
 test-legacy: $(STAMP) $(LEGACY_STAMP) ## Only the tests against the legacy cog 0.16.12 Python server
 	$(PY) -m pytest -m legacy

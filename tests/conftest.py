@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextvars
 import functools
 import json
+import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -13,7 +16,7 @@ from typing import Any
 
 import pytest
 from build_context import context_files
-from cog_server import REPO_ROOT, CogServer, stage_server_dir
+from cog_server import REPO_ROOT, SCHEMA_CACHE_ENV, CogServer, stage_server_dir
 
 import coglet_cancel
 import coglet_inputs
@@ -145,6 +148,69 @@ def no_stream_outlives_its_test() -> Iterator[None]:
     """Every stream a test starts in this process has finished when the test ends."""
     yield
     wait_until(lambda: default_pool().busy == 0, timeout=10, what="stream workers to finish")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One schema cache for the whole run (scripts/cog_server.py `write_schema`): made by the
+    first pytest process, inherited by its xdist workers and the pytest runs tests start."""
+    if SCHEMA_CACHE_ENV not in os.environ:
+        cache = tempfile.mkdtemp(prefix="cog-schemas-")
+        os.environ[SCHEMA_CACHE_ENV] = cache
+
+        def remove() -> None:
+            os.environ.pop(SCHEMA_CACHE_ENV, None)
+            shutil.rmtree(cache, ignore_errors=True)
+
+        config.add_cleanup(remove)
+
+
+# ── running on every core (pytest-xdist: `make test` runs `-n auto --dist loadgroup`) ─────────
+
+# The template's test files that take longest, longest first (docs/testing.md has the times).
+# xdist, with `--no-loadscope-reorder`, hands out work in collection order, so these start first
+# and the run does not end on one long test with the other workers idle.
+LONGEST_FIRST = (
+    "tests/test_examples_contract.py",
+    "tests/test_fork_drill.py",
+    "tests/test_contract.py",
+)
+
+
+# Files whose tests are spread over the workers all the same: they are long enough (the schema
+# fuzzer's 30 s; two forks checked) that running them side by side finishes sooner than one
+# worker would, at the cost of a second start of their shared server or fork in the other worker.
+SPREAD = frozenset({"tests/test_contract.py", "tests/test_fork_drill.py"})
+
+
+def shares_module_fixture(item: pytest.Item) -> bool:
+    """Whether `item` uses a fixture set up once per module or class (a shared server, a fork)."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    return any(
+        defs[-1].scope in {"module", "class", "package"}
+        for defs in info.name2fixturedefs.values()
+        if defs
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The longest files first; under xdist's `loadgroup`, each module whose tests share a
+    module-scoped fixture runs in one worker (its server started once), and every other test
+    goes to whichever worker is free. Runs before xdist reads the groups (tryfirst)."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+
+    def file_rank(item: pytest.Item) -> int:
+        return rank.get(item.nodeid.partition("::")[0], len(rank))
+
+    items.sort(key=file_rank)  # stable: each file's tests stay in order, and together
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        path = item.nodeid.partition("::")[0]
+        if path not in SPREAD and shares_module_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(path))
 
 
 # ── helpers shared by test modules ────────────────────────────────────────────────────────────
