@@ -176,6 +176,14 @@ LONGEST_FIRST = (
 )
 
 
+# Single tests that take longest, first in their file: the template contract's schema fuzzer
+# (its 30 s budget) starts while the other worker runs the rest of the contract.
+LONGEST_TESTS = frozenset(
+    {
+        "tests/test_contract.py::test_inputs_generated_from_the_schema_get_answers_a_client_can_live_with_fuzz"
+    }
+)
+
 # Files whose tests are spread over the workers all the same: they are long enough (the schema
 # fuzzer's 30 s; two forks checked) that running them side by side finishes sooner than one
 # worker would, at the cost of a second start of their shared server or fork in the other worker.
@@ -201,10 +209,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     goes to whichever worker is free. Runs before xdist reads the groups (tryfirst)."""
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
 
-    def file_rank(item: pytest.Item) -> int:
-        return rank.get(item.nodeid.partition("::")[0], len(rank))
+    def order(item: pytest.Item) -> tuple[int, bool]:
+        long_test = item.nodeid.partition("[")[0] in LONGEST_TESTS
+        return rank.get(item.nodeid.partition("::")[0], len(rank)), not long_test
 
-    items.sort(key=file_rank)  # stable: each file's tests stay in order, and together
+    items.sort(key=order)  # stable: each file's tests stay together, the rest in their order
     if not config.pluginmanager.hasplugin("xdist"):
         return
     for item in items:
