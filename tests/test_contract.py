@@ -422,7 +422,7 @@ def check_cancel_stops_the_whole_work(
             wait_until(output_flows(server, id_), timeout=60, what=f"{id_} to start")
             share = CANCEL_SHARES[attempt]  # later after a cancel that came too early (below)
             time.sleep(max(0.0, sent + share * whole.seconds - time.monotonic()))
-        cancelled_at = time.monotonic()
+        done_at_cancel = group_cpu_seconds(server.pid) - cpu  # the work done before the cancel
         code = server.cancel(id_)[0]
         if STREAMS:
             run.join()
@@ -450,24 +450,27 @@ def check_cancel_stops_the_whole_work(
             if group_cpu_seconds(server.pid) - before < IDLE_SHARE * rate * (time.monotonic() - at):
                 break
         used = group_cpu_seconds(server.pid) - cpu
-        share = min(1.0, (cancelled_at - sent) / max(whole.seconds, 1e-3))
+        # The share of a whole run's work done when the cancel went out, measured (a model's
+        # work need not be spread evenly: a pool may decode every input first; a loaded client
+        # sees the first output late): a cancel later than TELLS is tried again.
+        share = min(1.0, done_at_cancel / max(whole.cpu, 1e-6))
         if share > TELLS:
-            note = f"the cancel came after {share:.0%} of its time"
-            break
+            note = f"the cancel came after {share:.0%} of its work in {attempt + 1} tries"
+            continue
         if (1 - share) * whole.cpu / 2 < NOISE:
             note = f"a whole run uses {whole.cpu:.3f} CPU s, near the noise of a request's own"
             break
         limit = (share + 1) / 2 * whole.cpu
         print(  # shown with a failure: what the check measured
             f"cancel check (whole run): a run takes {whole.seconds:.3f}s and {whole.cpu:.3f} "
-            f"CPU s; cancelled after {share:.0%} of it, the run used {used:.3f} CPU s "
+            f"CPU s; cancelled after {share:.0%} of its work, the run used {used:.3f} CPU s "
             f"(limit {limit:.3f})"
         )
         if used > limit:
             pytest.fail(
                 f"after the cancel the server kept using the CPU: the cancelled run used "
                 f"{used:.3f} CPU seconds, a whole run {whole.cpu:.3f}, though it was "
-                f"cancelled after {share:.0%} of its time; the cancelled prediction's work "
+                f"cancelled after {share:.0%} of its work; the cancelled prediction's work "
                 f"did not stop"
             )
         return
@@ -712,13 +715,15 @@ def test_past_capacity_a_request_gets_409_and_cancels_free_every_slot_at_once(
         wait_until(output_flows(server, id_), timeout=60, what=f"output of {id_}")
     cancelled_at = time.monotonic()
     cancels = {id_: server.cancel(id_)[0] for id_ in ids}
+    ended: list[float] = []  # when each prediction a cancel reached ended
     for id_, code in cancels.items():
         final = server.wait(id_, timeout=30)
         if code == 404:  # coglet: no longer running when the cancel came (it ended on its own)
             assert final["status"] == "succeeded", final
-        elif not cancelled_before_run(final):
+        elif not cancelled_before_run(final):  # (coglet's early-cancel race: its run() goes on)
             assert (code, final["status"]) == (200, "canceled"), final
-    assert time.monotonic() - cancelled_at < 5.0, "cancelled predictions ran on"
+            ended.append(time.monotonic())
+    assert all(t - cancelled_at < 5.0 for t in ended), "cancelled predictions ran on"
     # Every slot is free again: as many new predictions as there are slots all start.
     new = [start(server, contract.short_input(i)) for i in range(CONCURRENCY)]
     for id_ in new:
@@ -877,15 +882,18 @@ def test_a_path_on_the_server_sent_as_a_file_input_is_refused(server: CogServer)
 def test_the_server_path_check_fails_a_model_that_reads_them(
     module_cog_servers: CogServers, guard: str
 ) -> None:
-    """tests/predictors/file_inputs.py opens whatever its inputs name: with coglet_inputs the
-    check passes, without it (the naive fork) it fails, naming the input and the fix."""
-    probe = module_cog_servers.shared("file_inputs.py:Predictor", env={"GUARD": guard})
-    inputs = {"image": "data:text/plain;base64,aGk="}
-    files = {"image": False, "images": True}
+    """tests/predictors/file_inputs.py's StreamingPredictor opens whatever its inputs name
+    (tests/predictors/files_contract.py puts it through the whole contract): with coglet_inputs
+    the check passes, without it (the naive fork) it fails, naming the input and the fix."""
+    probe = module_cog_servers.shared(
+        "file_inputs.py:StreamingPredictor", concurrency=4, env={"GUARD": guard}
+    )
+    inputs = {"images": ["data:text/plain;base64,aGk="]}
+    files = {"images": True}
     if guard == "1":
         check_server_paths_are_refused(probe, inputs, files)
         return
-    with pytest.raises(pytest.fail.Exception, match="'image' succeeded: the model read it"):
+    with pytest.raises(pytest.fail.Exception, match="'images' succeeded: the model read it"):
         check_server_paths_are_refused(probe, inputs, files)
 
 

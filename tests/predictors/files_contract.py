@@ -1,5 +1,5 @@
-"""The contract's inputs for tests/predictors/file_inputs.py: a fork's tests/contract.py, for a
-model that opens its file inputs (one file and a list) and returns its result at the end.
+"""The contract's inputs for tests/predictors/file_inputs.py's StreamingPredictor: a fork's
+tests/contract.py, for a model that opens a list of file inputs and streams what it read.
 
 Served with coglet_inputs installed, it keeps the whole contract; the naive fork (the same model
 without it) fails the contract's server-path check (tests/test_contract.py shows both).
@@ -11,7 +11,7 @@ import base64
 import re
 from typing import Any
 
-PREDICTOR = "tests/predictors/file_inputs.py:Predictor"
+PREDICTOR = "tests/predictors/file_inputs.py:StreamingPredictor"
 
 
 def _file(text: str) -> str:
@@ -20,26 +20,26 @@ def _file(text: str) -> str:
 
 def short_input(i: int) -> dict[str, Any]:
     """A valid input that finishes in well under a second; a different output for each `i`."""
-    return {"image": _file(f"file {i}\n"), "images": [_file(f"more {j}\n") for j in range(i % 3)]}
+    return {"images": [_file(f"file {i}\n"), *(_file(f"more {j}\n") for j in range(i % 3))]}
 
 
 def streaming_input(i: int) -> dict[str, Any]:
-    """Nothing streams (run() returns its result at the end): any valid input."""
-    return short_input(i)
+    """A line per file, streamed as each is read (and hashed 1000 times: about 35 ms a file)."""
+    return {"images": [_file(f"stream {i} {j}\n" * 4096) for j in range(8)], "passes": 1000}
 
 
 def long_input(i: int) -> dict[str, Any]:
-    """The most work its bounds allow: 8 files of 256 kB (reading them takes milliseconds)."""
-    return {"image": _file("x" * 262_144), "images": [_file(f"{j}" * 262_144) for j in range(8)]}
+    """Nine files of 256 kB, each hashed 1000 times (about 0.15 s a file here)."""
+    return {"images": [_file(f"{j}" * 262_144) for j in range(9)], "passes": 1000}
 
 
 # Each must be answered 422 (the schema's validation), never reach the model.
 BAD_INPUTS: dict[str, dict[str, Any]] = {
-    "no image": {"images": [_file("x")]},
-    "a number for a file": {"image": 5},
-    "a string for a list": {"image": _file("x"), "images": _file("y")},
-    "null for a file": {"image": None},
-    "1 MB string for a list": {"image": _file("x"), "images": "x" * 1_000_000},
+    "no files": {},
+    "a number for a file": {"images": [5]},
+    "a string for a list": {"images": _file("y")},
+    "null for the list": {"images": None},
+    "1 MB string for a list": {"images": "x" * 1_000_000},
 }
 
 # Metrics whose values differ between two runs of the same input; every other metric must match.
