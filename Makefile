@@ -90,7 +90,7 @@ TEMPLATE_TESTS := $(addprefix tests/,test_audio_example.py test_bench_bridge.py 
   test_structured_outputs.py test_threading_batch.py test_threading_callback.py \
   test_threading_channel.py test_threading_context.py test_threading_gpu.py \
   test_threading_methods.py test_threading_ordered.py test_threading_stream.py \
-  test_transformers_example.py test_video_example.py)
+  test_transformers_example.py test_video_example.py test_coglet_inputs_unit.py)
 OWN_TESTS = $(filter-out $(TEMPLATE_TESTS),$(shell find tests -name 'test_*.py' \
   -not -path 'tests/predictors/*' | sort))
 # Python files changed since git HEAD, and new ones git does not ignore (none outside git).

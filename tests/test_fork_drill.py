@@ -145,3 +145,14 @@ def test_a_fork_with_a_model_of_its_own_is_green(fork: Path, tmp_path: Path) -> 
     assert 'PREDICTOR = "predict.py:Predictor"' in contract
     (own / "tests" / "contract.py").write_text(contract)
     check_fork(own)
+
+
+def test_every_template_test_file_is_in_the_makefiles_template_tests() -> None:
+    """`make check` runs a fork's own tests: every test file not in the Makefile's
+    TEMPLATE_TESTS. Here (no fork yet) every top-level test file is the template's."""
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    match = re.search(r"^TEMPLATE_TESTS := \$\(addprefix tests/,(.*?)\)$", makefile, re.M | re.S)
+    assert match, "the Makefile has no TEMPLATE_TESTS"
+    listed = set(match.group(1).replace("\\", " ").split())
+    present = {path.name for path in (REPO_ROOT / "tests").glob("test_*.py")}
+    assert present - listed == set(), "template test files missing from TEMPLATE_TESTS"
