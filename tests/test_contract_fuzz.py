@@ -532,7 +532,8 @@ def test_past_the_deadline_running_predictions_are_cancelled_once_settled() -> N
     assert report.cancelled == report.sent - 1 >= 1
     assert len(server.cancelled) == report.cancelled
     # never at its start (coglet 0.23.1 can lose a prediction cancelled as it starts)
-    assert all(server.cancel_after[id_] >= 0.2 for id_ in server.cancelled)
+    # (the fake starts its clock a little after the fuzzer, on a pool thread: half the wait)
+    assert all(server.cancel_after[id_] >= 0.1 for id_ in server.cancelled)
     assert contract_fuzz.fuzz_threads() == []
 
 
