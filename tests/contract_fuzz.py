@@ -651,8 +651,14 @@ class _Sent:
     index: int
     inputs: dict[str, Json]
     id: str
-    at: float  # time.monotonic() when it was submitted
+    at: float  # time.monotonic() when it was sent (a pool thread may start it late)
     cancelled: bool = False
+
+
+def _predict(server: PredictionServer, sent: _Sent, timeout_s: float) -> tuple[int, Json]:
+    """On a pool thread: the request, its clock started as it goes out (for `settle_s`)."""
+    sent.at = time.monotonic()
+    return server.predict(sent.inputs, id=sent.id, timeout=timeout_s, busy_retry=10.0)
 
 
 def run_inputs(
@@ -763,9 +769,7 @@ def run_inputs(
                         break
                     sent = _Sent(report.sent, item, f"{prefix}-{report.sent}", time.monotonic())
                     report.sent += 1
-                    future = pool.submit(
-                        server.predict, item, id=sent.id, timeout=timeout_s, busy_retry=10.0
-                    )
+                    future = pool.submit(_predict, server, sent, timeout_s)
                     inflight[future] = sent
                 if not inflight:
                     break
