@@ -141,11 +141,17 @@ def start(server: CogServer, **inputs: Any) -> str:
 
 
 def test_previews_stream_live_then_the_final_image_every_file_intact(local: CogServer) -> None:
-    events = list(sse_outputs(local, {"seed": 7, "steps": 40, "preview_every": 10}))
-    assert len(events) == 4  # previews at 10, 20, 30, then the final image
-    times = [t for t, _ in events]
-    assert times == sorted(times)
-    assert times[-1] - times[0] > 0.02  # they arrived while the loop ran, not all at the end
+    # A loaded client can read the whole stream in one burst: such a try proves nothing either
+    # way and is made again; outputs held back to the end never pass.
+    for _attempt in range(3):
+        events = list(sse_outputs(local, {"seed": 7, "steps": 40, "preview_every": 10}))
+        assert len(events) == 4  # previews at 10, 20, 30, then the final image
+        times = [t for t, _ in events]
+        assert times == sorted(times)
+        if times[-1] - times[0] > 0.02:  # they arrived while the loop ran, not all at the end
+            break
+    else:
+        pytest.fail("in 3 tries the previews always arrived together with the final image")
     produced = made(local)
     for _, output in events:
         data = file_bytes(local, output)
