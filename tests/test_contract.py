@@ -811,8 +811,21 @@ def test_the_cancel_check_fails_on_work_that_runs_on(
         with pytest.warns(UserWarning, match="too short to tell .* Checked instead"):
             check_cancel_stops_the_work(faulty, inputs)
         return
-    with pytest.raises(pytest.fail.Exception, match=failure):
-        check_cancel_stops_the_work(faulty, inputs)
+    # A client starved of CPU (a loaded machine) can see a 0.1 s stream's first output only
+    # after it ended: the check then says "too short to tell" and passes. Such a reading shows
+    # nothing either way and is made again; the fault must be caught in one of them.
+    for _attempt in range(ATTEMPTS):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            try:
+                check_cancel_stops_the_work(faulty, inputs)
+            except pytest.fail.Exception as exc:
+                if not re.search(failure, str(exc)):
+                    raise
+                return
+        if not any("too short to tell" in str(w.message) for w in seen):
+            pytest.fail(f"the cancel check passed work that runs on: {inputs}")
+    pytest.fail(f"in {ATTEMPTS} tries the check could not tell the fault apart: {inputs}")
 
 
 # ── file inputs ───────────────────────────────────────────────────────────────────────────────
