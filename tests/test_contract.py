@@ -253,7 +253,11 @@ def group_cpu_seconds(pgid: int) -> float:
 
 # The cancel check's windows are placed inside the stream of `long_input` as measured on this
 # server, so that it holds for a model that streams 0.3 s or 30 s, on a slow CPU or a fast GPU.
-FLOOR = 0.2  # seconds of streaming after the first output: below it nothing can be measured
+# Seconds of streaming after the first output below which CPU windows tell nothing: a window is
+# then a cancel's own latency or two (0.13 s seen on a loaded 2-core machine), and a short
+# stream's work can end before the second window opens, hiding work that ran on. The whole-run
+# check, which counts CPU seconds and not time, takes such inputs.
+FLOOR = 1.0
 WINDOW_SHARE = 0.25  # each of the two CPU windows covers this share of that streaming time
 MAX_WINDOW = 0.5  # ... up to this many seconds (a longer input is measured only this far)
 MIN_BUSY = 0.2  # CPU seconds per wall second while streaming that show a model at work
@@ -386,6 +390,14 @@ EARLY_CANCEL = re.compile(
 )
 NOISE = 0.015  # CPU seconds: what a request's handling alone may vary by
 TELLS = 0.6  # a cancel later than this share of the work leaves too little to tell apart
+
+
+def cpu_rate(server: CogServer, over: float = 0.1) -> float:
+    """The CPU seconds per second `server`'s processes use, measured over `over` seconds."""
+    assert server.pid is not None
+    before, at = group_cpu_seconds(server.pid), time.monotonic()
+    time.sleep(over)
+    return (group_cpu_seconds(server.pid) - before) / (time.monotonic() - at)
 
 
 def check_cancel_stops_the_whole_work(
@@ -766,28 +778,31 @@ def test_a_cancel_stops_the_models_work(server: CogServer) -> None:
 RAN_ON = "kept using the CPU|did not end the prediction early"
 
 
-# Probes of every speed (seconds of streaming after the first output): the fastest is where a
-# fault is hardest to catch (below FLOOR the check compares whole runs' CPU); 30 s stands for a
-# slow model (measured only as far as the windows need); 0 s streams one output, its last.
+# Probes of every speed (seconds of streaming after the first output): 1.5 s and 3 s are checked
+# by CPU windows, 0.3 s and 0.1 s (below FLOOR) by whole runs' CPU, where a fault is hardest to
+# catch; 30 s stands for a slow model (measured only as far as the windows need); 0 s streams
+# one output, its last.
 @pytest.mark.parametrize(
     ("inputs", "failure"),
     [
-        ({"seconds": 0.3, "fault": "thread"}, RAN_ON),
-        ({"seconds": 0.3, "fault": "unhooked"}, RAN_ON),
-        ({"seconds": 0.3, "fault": "none"}, None),
+        ({"seconds": 1.5, "fault": "thread"}, RAN_ON),
+        ({"seconds": 1.5, "fault": "unhooked"}, RAN_ON),
         ({"seconds": 3.0, "fault": "none"}, None),
         ({"seconds": 30.0, "fault": "none"}, None),
+        ({"seconds": 0.3, "fault": "thread"}, RAN_ON),
+        ({"seconds": 0.3, "fault": "none"}, None),
         ({"seconds": 0.1, "fault": "thread"}, RAN_ON),
         ({"seconds": 0.1, "fault": "unhooked"}, RAN_ON),
         ({"seconds": 0.1, "fault": "none"}, None),
         ({"seconds": 0.0, "fault": "none"}, "too short to tell"),
     ],
     ids=[
-        "a plain thread, 0.3 s",
-        "no coglet_cancel, 0.3 s",
-        "no fault, 0.3 s",
+        "a plain thread, 1.5 s",
+        "no coglet_cancel, 1.5 s",
         "no fault, 3 s",
         "no fault, 30 s",
+        "a plain thread, 0.3 s",
+        "no fault, 0.3 s",
         "a plain thread, 0.1 s",
         "no coglet_cancel, 0.1 s",
         "no fault, 0.1 s",
@@ -801,6 +816,9 @@ def test_the_cancel_check_fails_on_work_that_runs_on(
     faulty = module_cog_servers.shared(
         "ignores_cancel.py:Predictor", concurrency=2, env={"COGLET_CANCEL": hook}
     )
+    # A case before on this server may have left work running (a plain thread's fault does):
+    # its CPU would show in this case's windows.
+    wait_until(lambda: cpu_rate(faulty) < MIN_BUSY / 4, timeout=60, what="an idle server")
     # A fresh worker's first outputs can reach coglet seconds late while a pure-Python
     # producer holds the GIL (docs/limitations.md): warm it up first.
     assert faulty.predict({"seconds": 0.2})[1]["status"] == "succeeded"
