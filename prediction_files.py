@@ -213,6 +213,11 @@ class PredictionFiles:
     # ── called by OutputPath and the watcher ─────────────────────────────────────────────────
 
     def _sent(self, name: str) -> None:
+        # A read of the file before this moment (the model's own, a check's) raised its close
+        # event already; the watcher thread may not have handled it yet (a loaded machine). Take
+        # the events queued so far first, while the file is still unsent: only a close after
+        # this one counts as coglet's read.
+        _watcher().drain()
         with self._lock:
             if name in self._outputs and self._outputs[name] is None:
                 self._outputs[name] = time.monotonic()
@@ -278,10 +283,16 @@ class _Watch:
 
 
 class _Watcher:
-    """One thread per process: inotify events of every prediction directory, and timeouts."""
+    """One thread per process: inotify events of every prediction directory, and timeouts.
 
-    def __init__(self) -> None:
+    Events are taken from the inotify descriptor and handled under one lock (``drain``), by
+    this thread or by a thread marking a file sent: so an event is handled in the order the
+    kernel queued it relative to a send.
+    """
+
+    def __init__(self, *, start: bool = True) -> None:
         self._lock = threading.Lock()
+        self._events_lock = threading.Lock()
         self._watches: dict[int, _Watch] = {}
         # OutputPaths collected unsent, queued by their finalizers for this thread; the pipe
         # wakes it. A finalizer runs wherever the garbage collector does — possibly in a thread
@@ -302,7 +313,8 @@ class _Watcher:
         except (OSError, AttributeError):
             pass
         self._thread = threading.Thread(target=self._run, name="prediction-files", daemon=True)
-        self._thread.start()
+        if start:  # not started: a test hands out events itself (``drain``), as a late thread
+            self._thread.start()
 
     def watch(self, files: PredictionFiles) -> _Watch:
         with self._lock:
@@ -358,7 +370,7 @@ class _Watcher:
                             pass
                 self._take_drops()
                 if self._fd in ready:
-                    self._dispatch(os.read(self._fd, 65536))
+                    self.drain()
                 with self._lock:
                     watches = list(self._watches.values())
                 now = time.monotonic()
@@ -366,6 +378,18 @@ class _Watcher:
                     watch.files._expire(now, READ_TIMEOUT)
             except Exception:  # keep watching whatever one event did
                 _log.exception("prediction files watcher")
+
+    def drain(self) -> None:
+        """Handle every inotify event queued so far (any thread; returns at once without)."""
+        if self._fd < 0:
+            return
+        with self._events_lock:
+            while True:
+                try:
+                    data = os.read(self._fd, 65536)
+                except BlockingIOError:
+                    return
+                self._dispatch(data)
 
     def _dispatch(self, data: bytes) -> None:
         offset = 0

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import wait_until
 
+import prediction_files
 from prediction_files import PredictionFiles, inotify_available
 
 pytestmark = pytest.mark.timeout(30)
@@ -41,6 +42,28 @@ def test_a_sent_file_goes_once_read_and_the_directory_with_it(tmp_path: Path) ->
         wait_until(lambda: not path.exists(), timeout=5, what="the read file to be deleted")
         assert files.directory.exists()  # still in use
     wait_until(lambda: not files.directory.exists(), timeout=5, what="the directory to go")
+
+
+@needs_inotify
+def test_a_read_before_the_send_handled_late_is_not_taken_for_coglets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A loaded machine: the watcher thread handles the close events only after the send. Its
+    # place is taken here by a watcher without a thread, whose events the test hands out.
+    late = prediction_files._Watcher(start=False)
+    monkeypatch.setattr(prediction_files, "_the_watcher", late)
+    with PredictionFiles(tmp_path) as files:
+        path = files.path("a.png")
+        path.write_bytes(b"image")
+        out = files.output(path)
+        assert read_in_another_process(str(path)) == b"image"  # its close event is queued
+        sent = os.fspath(out)
+        late.drain()  # the thread, late: the event of the read before the send
+        assert path.exists(), "a read before the send was taken for coglet's"
+        assert read_in_another_process(sent) == b"image"  # coglet's read
+        late.drain()
+        assert not path.exists()
+    assert not files.directory.exists()
 
 
 @needs_inotify
