@@ -28,8 +28,8 @@ def streaming_input(i: int) -> dict[str, Any]:
 def long_input(i: int) -> dict[str, Any]:
     """A valid input that keeps the model busy for several seconds: what cancel tests stop.
 
-    1000 frames: some 5 s of rendering on 2 CPU cores, so that it streams for 0.2 s or more
-    after its first output on a machine many times faster.
+    1000 frames: some 5 s of rendering on 2 CPU cores, long enough for the cancel check's CPU
+    windows (a stream of 1 s or more) on a machine a few times faster too.
     """
     return {"prompt": f"long {i}: a city by night", "frames": 1000, "fps": 24, "seed": 3000 + i}
 

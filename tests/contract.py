@@ -45,7 +45,7 @@ def long_input(i: int) -> dict[str, Any]:
     """The longest valid input (within the model's bounds): what the cancel tests stop.
 
     The cancel check measures how it runs on the machine at hand and fits itself to it: CPU
-    windows inside its stream when it streams 0.2 s or more after its first output, else the
+    windows inside its stream when it streams 1 s or more after its first output, else the
     CPU of a whole run against a cancelled one. Any length works; a run too short to tell
     anything is reported, never failed.
     """
