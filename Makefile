@@ -80,19 +80,18 @@ test: $(STAMP) $(LEGACY_STAMP) lint context ## Lint, then run every test (unit, 
 	$(PY) -m pytest $(PYTEST_PARALLEL)
 
 # The template's test files: every other tests/**/test_*.py is the model's own (a fork's, or the
-# demo model's tests/model/ here), which `make check` runs with the contract.
-TEMPLATE_TESTS := $(addprefix tests/,test_audio_example.py test_bench_bridge.py \
-  test_bridge_server.py test_build_context.py test_caption_example.py test_cog_static.py \
-  test_coglet_behaviour.py test_coglet_cancel.py test_coglet_inputs.py test_contract.py \
-  test_contract_fuzz.py test_embed_example.py test_examples_contract.py test_fork_drill.py \
-  test_gpu_check.py test_image_example.py test_in_process_setup.py test_legacy.py \
-  test_local_predict.py test_prediction_files.py test_proc_times.py test_schema.py \
-  test_structured_outputs.py test_threading_batch.py test_threading_callback.py \
+# demo model's tests/model/ here), which `make check` runs with the contract. The worked
+# examples' tests (tests/examples/) are neither: a fork deletes them with examples/.
+TEMPLATE_TESTS := $(addprefix tests/,test_bench_bridge.py test_bridge_server.py \
+  test_build_context.py test_cog_static.py test_coglet_behaviour.py test_coglet_cancel.py \
+  test_coglet_inputs.py test_coglet_inputs_unit.py test_contract.py test_contract_fuzz.py \
+  test_fork_drill.py test_gpu_check.py test_in_process_setup.py test_legacy.py \
+  test_local_predict.py test_prediction_files.py test_probe_contracts.py test_proc_times.py \
+  test_schema.py test_structured_outputs.py test_threading_batch.py test_threading_callback.py \
   test_threading_channel.py test_threading_context.py test_threading_gpu.py \
-  test_threading_methods.py test_threading_ordered.py test_threading_stream.py \
-  test_transformers_example.py test_video_example.py test_coglet_inputs_unit.py)
+  test_threading_methods.py test_threading_ordered.py test_threading_stream.py)
 OWN_TESTS = $(filter-out $(TEMPLATE_TESTS),$(shell find tests -name 'test_*.py' \
-  -not -path 'tests/predictors/*' | sort))
+  -not -path 'tests/predictors/*' -not -path 'tests/examples/*' | sort))
 # Python files changed since git HEAD, and new ones git does not ignore (none outside git).
 CHANGED_PY = $(shell { git diff --name-only --diff-filter=d HEAD -- '*.py'; \
   git ls-files --others --exclude-standard -- '*.py'; } 2>/dev/null | sort -u)

@@ -15,7 +15,7 @@ last file after the ``with`` block has ended.
 Why not simply delete a file once the generator has moved past it, or when the prediction's
 code returns? Because coglet has not read it yet then. What coglet does with a yielded path, read
 in replicate/cog at 6110c91 (0.22.0; the 0.23.1 wheel behaves the same on this path:
-tests/test_image_example.py):
+tests/examples/test_image_example.py):
 
 - ``send_output_item`` (``crates/coglet-python/src/predictor.rs``), called in the worker's slot
   thread for each item it takes from the generator, calls ``__fspath__()`` on an ``os.PathLike``

@@ -2,7 +2,7 @@
 
 A fork that serves the audio example copies this file over tests/contract.py; until then
 `CONTRACT=examples/audio_contract.py pytest tests/test_contract.py` checks the example against
-the template's contract (tests/test_examples_contract.py runs it, with data URIs and with
+the template's contract (tests/examples/test_examples_contract.py runs it, with data URIs and with
 uploads). File outputs are compared by their bytes, so "the same output" means the same WAV
 chunks and the same full file.
 """

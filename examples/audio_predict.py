@@ -30,7 +30,8 @@ Cancel: `coglet_cancel.install()` in setup; the synthesis loop stops at the next
 `stop_requested()`, queued encodes are cancelled, and running ones are dropped.
 
 Run it: `make predict PREDICTOR=examples/audio_predict.py:Predictor` (writes .wav files to
-outputs/), or through tests/test_audio_example.py and the contract (examples/audio_contract.py).
+outputs/), or through tests/examples/test_audio_example.py and the contract
+(examples/audio_contract.py).
 """
 
 from __future__ import annotations

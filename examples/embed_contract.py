@@ -1,10 +1,10 @@
 """The contract's inputs for examples/embed_predict.py: tests/contract.py, for an embeddings model.
 
 A fork that serves the embeddings example copies this file over tests/contract.py; until then
-`CONTRACT=examples/embed_contract.py pytest tests/test_contract.py` checks the example against
-the template's contract (tests/test_examples_contract.py runs it). The model returns its output
-at the end (no `@streaming`): the contract's streaming tests skip, saying so, and its cancel
-check compares the CPU of a whole run with a cancelled one.
+`CONTRACT=examples/embed_contract.py pytest tests/test_contract.py` checks the example against the
+template's contract (tests/examples/test_examples_contract.py runs it). The model returns its output
+at the end (no `@streaming`): the contract's streaming tests skip, saying so, and its cancel check
+compares the CPU of a whole run with a cancelled one.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ future, is raised as `CancelationException` in coglet's worker thread (replicate
 prediction fails with it while run() goes on to its end.
 
 Run it: `make predict PREDICTOR=examples/embed_predict.py:Predictor INPUT='texts=["a", "b"]'`,
-or through tests/test_embed_example.py and the contract (examples/embed_contract.py).
+or through tests/examples/test_embed_example.py and the contract (examples/embed_contract.py).
 """
 
 from __future__ import annotations

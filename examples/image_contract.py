@@ -1,8 +1,8 @@
 """The contract's inputs for examples/image_predict.py: tests/contract.py, for an image model.
 
 A fork that serves the image example copies this file over tests/contract.py; until then
-`CONTRACT=examples/image_contract.py pytest tests/test_contract.py` checks the example against
-the template's contract (tests/test_examples_contract.py runs it). File outputs are compared by
+`CONTRACT=examples/image_contract.py pytest tests/test_contract.py` checks the example against the
+template's contract (tests/examples/test_examples_contract.py runs it). File outputs are compared by
 their bytes, so "the same output" means the same PNGs in the same order.
 """
 

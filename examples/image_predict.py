@@ -17,7 +17,7 @@ pipelines have) once `stop_requested()`, so a cancel or a dropped client stops t
 current step. PNGs are written with the standard library (zlib): no image dependency.
 
 Run it: `make serve`-style with COG_PREDICT_TYPE_STUB=examples/image_predict.py:Predictor, or
-through the tests in tests/test_image_example.py.
+through the tests in tests/examples/test_image_example.py.
 """
 
 from __future__ import annotations

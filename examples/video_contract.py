@@ -2,7 +2,7 @@
 
 A fork that serves the video example copies this file over tests/contract.py; until then
 `CONTRACT=examples/video_contract.py pytest tests/test_contract.py` checks the example against
-the template's contract (tests/test_examples_contract.py runs it, with data URIs and with
+the template's contract (tests/examples/test_examples_contract.py runs it, with data URIs and with
 uploads). File outputs are compared by their bytes, so "the same output" means the same JPEG
 frames and the same MP4.
 """

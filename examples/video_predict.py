@@ -33,7 +33,7 @@ sent (a cancel) is deleted at once through the stage's `discard`. Names sort (`f
 ..., `video.mp4`), so a client that gets uploads in the order they finished sorts them back.
 
 Run it: `make predict PREDICTOR=examples/video_predict.py:Predictor` (writes .jpg files and the
-.mp4 to outputs/), or through tests/test_video_example.py and the contract
+.mp4 to outputs/), or through tests/examples/test_video_example.py and the contract
 (examples/video_contract.py).
 """
 

@@ -166,14 +166,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 # ── running on every core (pytest-xdist: `make test` runs `-n auto --dist loadgroup`) ─────────
 
-# The template's test files that take longest, longest first (docs/testing.md has the times).
-# xdist, with `--no-loadscope-reorder`, hands out work in collection order, so these start first
-# and the run does not end on one long test with the other workers idle.
-LONGEST_FIRST = (
-    "tests/test_examples_contract.py",
-    "tests/test_fork_drill.py",
-    "tests/test_contract.py",
-)
+# The longest files go first (docs/testing.md has the times): xdist, with
+# `--no-loadscope-reorder`, hands out work in collection order, so they start first and the run
+# does not end on one long test with the other workers idle. A file marks itself
+# (`pytest.mark.first`: those that run pytest or forks of their own); the template's contract
+# follows them.
+CONTRACT_TESTS = "tests/test_contract.py"
 
 
 # Single tests that take longest, first in their file: the template contract's schema fuzzer
@@ -207,11 +205,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """The longest files first; under xdist's `loadgroup`, each module whose tests share a
     module-scoped fixture runs in one worker (its server started once), and every other test
     goes to whichever worker is free. Runs before xdist reads the groups (tryfirst)."""
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
 
     def order(item: pytest.Item) -> tuple[int, bool]:
         long_test = item.nodeid.partition("[")[0] in LONGEST_TESTS
-        return rank.get(item.nodeid.partition("::")[0], len(rank)), not long_test
+        if item.get_closest_marker("first") is not None:
+            return 0, not long_test
+        return (1 if item.nodeid.partition("::")[0] == CONTRACT_TESTS else 2), not long_test
 
     items.sort(key=order)  # stable: each file's tests stay together, the rest in their order
     if not config.pluginmanager.hasplugin("xdist"):

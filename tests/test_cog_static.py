@@ -36,7 +36,6 @@ pytestmark = pytest.mark.timeout(30)
 
 REPO = Path(__file__).resolve().parent.parent
 PREDICTORS = REPO / "tests" / "predictors"
-EXAMPLES = REPO / "examples"
 
 
 def static(source: str, name: str = "Predictor") -> StaticPredictor:
@@ -846,7 +845,9 @@ def test_bounds_render_as_go_encoding_json(value: float, text: str) -> None:
 # -- the shipped predictors ------------------------------------------------------------------------
 
 
-def _classes(path: Path) -> list[str]:
+def predictor_classes(path: Path) -> list[str]:
+    """The classes of a predictor file that cog could serve (tests/examples/ checks the
+    examples' with it)."""
     tree = ast.parse(path.read_text())
     found = []
     for node in tree.body:
@@ -863,14 +864,9 @@ def _classes(path: Path) -> list[str]:
 SHIPPED = [
     "predict.py:Predictor",
     *(
-        f"examples/{path.name}:{name}"
-        for path in sorted(EXAMPLES.glob("*.py"))
-        for name in _classes(path)
-    ),
-    *(
         f"tests/predictors/{path.name}:{name}"
         for path in sorted(PREDICTORS.glob("*.py"))
-        for name in _classes(path)
+        for name in predictor_classes(path)
     ),
 ]
 
@@ -885,7 +881,6 @@ def test_the_sample_predictor_files_are_among_those_checked() -> None:
     checked = {ref.split(":")[0] for ref in SHIPPED}
     for name in ("bridge.py", "legacy.py", "ignores_cancel.py"):
         assert f"tests/predictors/{name}" in checked
-    assert checked >= {f"examples/{path.name}" for path in EXAMPLES.glob("*_predict.py")}
 
 
 # -- cog.yaml -------------------------------------------------------------------------------------

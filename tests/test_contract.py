@@ -1,11 +1,10 @@
 """The template's contract, checked on the real Cog server for whatever `predict.py` serves.
 
-A fork keeps these tests unchanged: what they send comes from tests/contract.py, what they check
-is behaviour any streamed model must show on Cog — never a model's text or images (outputs are
-compared by content: text joined, files by their bytes). A model's own tests live beside the
-model, not here. `CONTRACT=examples/image_contract.py pytest tests/test_contract.py` checks the
-predictor another contract file names (tests/test_examples_contract.py does, for each example,
-with data URIs and with uploads).
+A fork keeps these tests unchanged: what they send comes from tests/contract.py, what they check is
+behaviour any streamed model must show on Cog — never a model's text or images (outputs are compared
+by content: text joined, files by their bytes). A model's own tests live beside the model, not here.
+`CONTRACT=path/to/other_contract.py pytest tests/test_contract.py` checks the predictor another
+contract file names (tests/contract_runs.py does so, with data URIs and with uploads).
 """
 
 from __future__ import annotations

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import pytest
 from cog_server import REPO_ROOT
+from contract_runs import FUZZ_SECONDS
 
-pytestmark = [pytest.mark.slow, pytest.mark.server, pytest.mark.timeout(480)]
+pytestmark = [pytest.mark.slow, pytest.mark.first, pytest.mark.server, pytest.mark.timeout(480)]
 
 SECTION = re.compile(r"^## Start your own model\n(.*?)(?=^## )", re.M | re.S)
 STEP = re.compile(r"^(\d+)\. ", re.M)
@@ -73,8 +74,9 @@ def copy_tree(dest: Path) -> None:
         shutil.copytree(cache, dest / ".mypy_cache")
 
 
-def run(cmd: list[str], cwd: Path, what: str) -> None:
+def run(cmd: list[str], cwd: Path, what: str, **env_vars: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "COG_"))}
+    env |= env_vars
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, f"{what} failed in the fork:\n{proc.stdout[-6000:]}{proc.stderr}"
 
@@ -96,6 +98,8 @@ def fork(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert not (fork / "model").exists(), "the steps must delete the demo model"
     # The drill rehearses forking the template; in a fork there is nothing left to drill.
     assert not (fork / "tests" / "test_fork_drill.py").exists(), "the steps must delete the drill"
+    # The examples' tests are ours, not a fork's: its make test does not pay for them.
+    assert not (fork / "tests" / "examples").exists(), "the steps must delete the examples' tests"
     return fork
 
 
@@ -122,6 +126,9 @@ def check_fork(fork: Path) -> None:
         ],
         fork,
         "the template's tests of predict.py",
+        # The schema fuzzer's budget of a nested contract run (tests/contract_runs.py): the drill
+        # checks that the steps give a working fork; tests/test_contract.py fuzzes for 30 s.
+        CONTRACT_FUZZ_SECONDS=FUZZ_SECONDS,
     )
 
 

@@ -1,6 +1,6 @@
 """examples/caption_predict.py on the real server: what its contract does not check.
 
-The contract (examples/caption_contract.py, run by tests/test_examples_contract.py) covers
+The contract (examples/caption_contract.py, run by tests/examples/test_examples_contract.py) covers
 isolation, cancel, file inputs as data URIs and URLs, and refused server paths. Here: the
 captions describe the images sent, bad files fail by name, and a cancelled prediction keeps its
 closing log line and leaves no file behind.

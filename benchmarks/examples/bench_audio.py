@@ -1,12 +1,12 @@
 """Benchmark: examples/audio_predict.py on the real server — chunk latency, files left, cancels.
 
-Run ``python -m benchmarks.bench_audio`` from the repository root (``--quick``: a smoke run). It
-starts ``python -m cog.server.http`` servers of ``tests/predictors/audio_probes.py:Probe`` (the
-example plus a probe that records when each WAV was made) with the harness in
-scripts/cog_server.py, 4 slots each: one inlining file outputs as data URIs (local runs), one
-uploading them to a receiver on 127.0.0.1 (as on Replicate), and one whose encoder takes 100 ms
-longer per chunk (a slow post-processing step, so that hand-offs queue behind the pool). It
-reports, per server:
+Run ``python -m benchmarks.examples.bench_audio`` from the repository root (``--quick``: a smoke
+run). It starts ``python -m cog.server.http`` servers of
+``tests/examples/predictors/audio_probes.py:Probe`` (the example plus a probe that records when each
+WAV was made) with the harness in scripts/cog_server.py, 4 slots each: one inlining file outputs as
+data URIs (local runs), one uploading them to a receiver on 127.0.0.1 (as on Replicate), and one
+whose encoder takes 100 ms longer per chunk (a slow post-processing step, so that hand-offs queue
+behind the pool). It reports, per server:
 
 - **chunk latency**: from a WAV chunk made (its bytes encoded; the file is written right after)
   to its SSE ``output`` event at the client, median / p90 / max, with 1 and with 4 predictions
@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 from cog_server import CogServer, stage_predictor  # noqa: E402
 
-PROBE = REPO_ROOT / "tests" / "predictors" / "audio_probes.py"
+PROBE = REPO_ROOT / "tests" / "examples" / "predictors" / "audio_probes.py"
 SLOTS = 4
 SENTENCE = "The quick brown fox jumps over the lazy dog, and then it rests a while. "
 ENCODE_FAIL_SEEDS = 4_100_000_000  # audio_probes: the encoder raises on chunk seed - this

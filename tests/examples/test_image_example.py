@@ -1,9 +1,9 @@
 """examples/image_predict.py on the real Cog server: file outputs, live, intact, never left behind.
 
-Through tests/predictors/image_probes.py (the example plus a probe of what the model made), on
-two servers: one as `cog predict` runs it locally (data URIs), one as Replicate runs it (coglet
-uploads each file to `--upload-url`: an UploadReceiver on 127.0.0.1). Every file the model
-writes goes to the server's own PREDICTION_FILES_DIR, so "nothing left behind" is a count.
+Through tests/examples/predictors/image_probes.py (the example plus a probe of what the model made),
+on two servers: one as `cog predict` runs it locally (data URIs), one as Replicate runs it (coglet
+uploads each file to `--upload-url`: an UploadReceiver on 127.0.0.1). Every file the model writes
+goes to the server's own PREDICTION_FILES_DIR, so "nothing left behind" is a count.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from conftest import CogServers, probe_records, wait_until
 pytestmark = [pytest.mark.server, pytest.mark.timeout(180)]
 
 PREDICTOR = "image_probes.py:Probe"
+PROBES = Path(__file__).resolve().parent / "predictors"  # the example with a probe
 FAIL_SEEDS = 4_000_000_000  # image_probes: seed FAIL_SEEDS + N raises at step N
 CONCURRENCY = 4
 
@@ -36,7 +37,7 @@ def start_server(servers: CogServers, tmp: Path, name: str, **kwargs: Any) -> Co
         **kwargs.pop("env", {}),
     }
     (tmp / name).mkdir()
-    return servers.shared(PREDICTOR, concurrency=CONCURRENCY, env=env, **kwargs)
+    return servers.shared(PREDICTOR, source_dir=PROBES, concurrency=CONCURRENCY, env=env, **kwargs)
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,10 @@
 """examples/audio_predict.py on the real Cog server: WAV chunks in order, then the full file.
 
-Through tests/predictors/audio_probes.py (the example plus a probe of what it made), on servers
-as `cog predict` runs it locally (data URIs) and as Replicate runs it (coglet uploads each file
-to `--upload-url`: an UploadReceiver on 127.0.0.1). Every file the model writes goes to the
-server's own PREDICTION_FILES_DIR, so "nothing left behind" is a count. The synthesiser itself
-is tested in-process at the end.
+Through tests/examples/predictors/audio_probes.py (the example plus a probe of what it made), on
+servers as `cog predict` runs it locally (data URIs) and as Replicate runs it (coglet uploads each
+file to `--upload-url`: an UploadReceiver on 127.0.0.1). Every file the model writes goes to the
+server's own PREDICTION_FILES_DIR, so "nothing left behind" is a count. The synthesiser itself is
+tested in-process at the end.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from examples import audio_predict
 pytestmark = [pytest.mark.server, pytest.mark.timeout(240)]
 
 PREDICTOR = "audio_probes.py:Probe"
+PROBES = Path(__file__).resolve().parent / "predictors"  # the example with a probe
 FAIL_SEEDS = 4_000_000_000  # audio_probes: seed FAIL_SEEDS + N: the synthesiser raises at chunk N
 ENCODE_FAIL_SEEDS = 4_100_000_000  # ... + N: the encoder raises on chunk N
 CONCURRENCY = 4
@@ -44,7 +45,7 @@ def start_server(servers: CogServers, tmp: Path, name: str, **kwargs: Any) -> Co
         **kwargs.pop("env", {}),
     }
     (tmp / name).mkdir()
-    return servers.shared(PREDICTOR, concurrency=CONCURRENCY, env=env, **kwargs)
+    return servers.shared(PREDICTOR, source_dir=PROBES, concurrency=CONCURRENCY, env=env, **kwargs)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ coglet 0.23.1 serves `list[list[float]]` and `list[Model]` with the schema `cog 
 for them, and `make schema` refuses both with cog's own message.
 
 Throughput, once, for docs/batching.md (not a test): `PYTHONPATH=.:scripts .venv/bin/python
-tests/test_embed_example.py` (on the real server), `... --raw` (the encoder alone).
+tests/examples/test_embed_example.py` (on the real server), `... --raw` (the encoder alone).
 """
 
 from __future__ import annotations

@@ -238,10 +238,11 @@ def test_bad_input_gets_a_422(example: CogServer, inputs: Any) -> None:
 
 @pytest.fixture(scope="module")
 def probed(module_cog_servers: CogServers, tmp_path_factory: pytest.TempPathFactory) -> CogServer:
-    """The example with a probe on its model (tests/predictors/transformers_probes.py)."""
+    """The example with a probe on its model (tests/examples/predictors/transformers_probes.py)."""
     probe = tmp_path_factory.mktemp("transformers-probe") / "generate.jsonl"
     return module_cog_servers.shared(
         "transformers_probes.py:Probe",
+        source_dir=Path(__file__).resolve().parent / "predictors",
         env={"PROBE_FILE": str(probe), "STEP_SECONDS": STEP_SECONDS},
     )
 
