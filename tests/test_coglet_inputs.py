@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from cog_server import CogServer, CogServerError, _Receiver, free_port
-from conftest import CogServers, probe_records, wait_until
+from conftest import CogServers, cancelled_before_run, probe_records, wait_until
 
 import coglet_inputs
 
@@ -260,10 +260,19 @@ def test_a_cancel_during_a_download_ends_canceled_frees_the_slot_and_leaves_no_f
     servers: Servers, host: FileHost, cls: str
 ) -> None:
     server = servers.get(cls)
-    id_ = cancel_mid_download(server, host)
-    try:
+    for _attempt in range(3):
+        id_ = cancel_mid_download(server, host)
         # ended while the host still holds the rest of the file: the download did not finish
         final = server.wait(id_, timeout=30)
+        if not cancelled_before_run(final):
+            break
+        # coglet's early-cancel race (docs/limitations.md): the download began on the event
+        # loop before coglet had finished submitting run(), and its cancel hit that submission.
+        # run() goes on: let it end, then try again.
+        host.release()
+        wait_until(lambda: server.health()["status"] == "READY", timeout=30, what="a free slot")
+        wait_until(lambda: files_left(server) == [], timeout=30, what="the orphan's files to go")
+    try:
         assert final["status"] == "canceled", final
         assert ": downloading http://127.0.0.1:" in final["logs"]
         wait_until(lambda: server.health()["status"] == "READY", timeout=10, what="a free slot")

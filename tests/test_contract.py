@@ -34,7 +34,7 @@ import contract_fuzz
 import pytest
 from cog_server import REPO_ROOT, CogServer, _Receiver
 from cog_static import check
-from conftest import PREDICTORS, CogServers, predictor_files, wait_until
+from conftest import PREDICTORS, CogServers, cancelled_before_run, predictor_files, wait_until
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(240)]
 
@@ -343,17 +343,6 @@ class _Run:
         assert not self._thread.is_alive(), f"the SSE stream of {self.id} did not end"
 
 
-def cancelled_before_run(final: Mapping[str, Any]) -> bool:
-    """coglet 0.23 fails a prediction cancelled before it has registered run() — while it turns
-    the request's JSON into Python, or submits run() to its loop — with one of its own errors,
-    not `canceled` (docs/limitations.md). Without a stream, `processing` is all a client sees
-    of a prediction before it ends, so a cancel sent then can land there: the model's cancel
-    handling was never reached, and the try tells nothing about it."""
-    return final.get("status") == "failed" and bool(
-        EARLY_CANCEL.match(str(final.get("error") or ""))
-    )
-
-
 @dataclass(frozen=True)
 class Whole:
     """One run of an input, from its request to its end, measured on the server."""
@@ -383,10 +372,6 @@ def measure_whole(server: CogServer, inputs: Mapping[str, Any]) -> Whole:
 CANCEL_SHARES = (0.25, 0.5, 0.75)  # without a stream: cancel this share of a run's time in
 # coglet's errors for a cancel that came before run() was registered (its CancelationException
 # is raised only by coglet: never a model's error)
-EARLY_CANCEL = re.compile(
-    r"Input validation error|Prediction failed: (Failed to submit coroutine|Async prediction "
-    r"failed): CancelationException"
-)
 NOISE = 0.015  # CPU seconds: what a request's handling alone may vary by
 TELLS = 0.6  # a cancel later than this share of the work leaves too little to tell apart
 
