@@ -372,6 +372,8 @@ def measure_whole(server: CogServer, inputs: Mapping[str, Any]) -> Whole:
 CANCEL_SHARES = (0.25, 0.5, 0.75)  # without a stream: cancel this share of a run's time in
 # coglet's errors for a cancel that came before run() was registered (its CancelationException
 # is raised only by coglet: never a model's error)
+IDLE_SPAN = 0.2  # seconds: the shortest span the whole-run check calls idle ...
+IDLE_RATE = 0.1  # ... using at most this many CPU seconds per second (or IDLE_SHARE of the run's)
 NOISE = 0.015  # CPU seconds: what a request's handling alone may vary by
 TELLS = 0.6  # a cancel later than this share of the work leaves too little to tell apart
 
@@ -437,13 +439,16 @@ def check_cancel_stops_the_whole_work(
             continue
         assert (code, status) == (200, "canceled"), f"{id_}: cancel {code}, ended {status}"
         # Until the server is idle: work that stopped is idle at once; work that ran on keeps
-        # the run's rate to its end (bounded: 3 times the run, plus a second).
-        slice_ = max(0.01, whole.seconds / 10)
+        # using the CPU to its end (bounded: 3 times the run, plus a second). Idle means near
+        # none over a span of at least IDLE_SPAN: on a loaded machine a thread that runs on
+        # gets only a share of a core, and can wait its turn for a few scheduler periods.
+        span = max(IDLE_SPAN, min(1.0, whole.seconds / 4))
+        idle_rate = min(IDLE_SHARE * rate, IDLE_RATE)
         deadline = sent + 3 * whole.seconds + 1.0
         while time.monotonic() < deadline:
             before, at = group_cpu_seconds(server.pid), time.monotonic()
-            time.sleep(slice_)
-            if group_cpu_seconds(server.pid) - before < IDLE_SHARE * rate * (time.monotonic() - at):
+            time.sleep(span)
+            if group_cpu_seconds(server.pid) - before < idle_rate * (time.monotonic() - at):
                 break
         used = group_cpu_seconds(server.pid) - cpu
         # The share of a whole run's work done when the cancel went out, measured (a model's
@@ -521,7 +526,11 @@ def check_cancel_stops_the_work(server: CogServer, inputs: Mapping[str, Any]) ->
         run = _Run(server, inputs)
         try:
             assert run.first_output.wait(timeout=120), f"no output from {run.id}"
-            assert not run.done.is_set(), f"{run.id} ended before its cancel: {run.status}"
+            # Its outputs came in one burst, at its end (a client or worker starved of CPU or
+            # of the GIL, e.g. by a cancelled run that runs on): this try does not count.
+            if run.done.is_set():
+                ended_after.append(run.done_at - time.monotonic())
+                continue
             busy_from, busy = time.monotonic(), group_cpu_seconds(server.pid)
             time.sleep(window)  # the first window: the model at work
             cancelled_at = time.monotonic()
