@@ -266,7 +266,9 @@ def test_a_cancel_after_the_last_token_changes_nothing_that_was_delivered(
     else:  # the cancel came first: what was not yet sent is dropped
         assert done.data["status"] == "canceled", done.data
         assert_same_text_so_far(stream.text(), reference)
-    assert server.cancel(stream.id)[0] == 404  # once ended, a cancel finds nothing
+    # once ended, a cancel finds nothing: coglet forgets a prediction a few ms after its
+    # `completed` event (docs/limitations.md, the 409 after an end), so wait for that
+    wait_until(lambda: server.cancel(stream.id)[0] == 404, what="the ended prediction to go")
     assert_next_prediction_is_clean(server, seed=5, free_by=sent + CANCEL_BOUND)
 
 
