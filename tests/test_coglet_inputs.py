@@ -11,6 +11,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import re
 import threading
 import uuid
 from collections.abc import Iterator
@@ -290,7 +291,11 @@ def test_without_the_guard_a_cancel_waits_for_the_download(
     servers: Servers, host: FileHost
 ) -> None:
     """What coglet_inputs works around: coglet 0.23 downloads before the prediction can be
-    cancelled; the cancel ends it only once the download is over, as `failed`.
+    cancelled; the cancel ends it only once the download is over, as `failed`. Or never: the
+    cancel's exception can land in the download pool's thread instead, which dies with the
+    download unfinished, and the slot is lost for good (the bug of
+    test_without_the_guard_a_cancel_as_a_prediction_starts_can_hold_its_slot_for_good; seen
+    here once in a loaded run). Either way coglet did not cancel the download.
 
     The day this fails, coglet cancels downloads itself: see coglet_inputs' docstring.
     """
@@ -300,8 +305,20 @@ def test_without_the_guard_a_cancel_waits_for_the_download(
         assert naive.health()["status"] == "BUSY"  # the slot stays taken by the download
     finally:
         host.release()
-    final = naive.wait(id_, timeout=30)
+    try:
+        final = naive.wait(id_, timeout=30)
+    except CogServerError:  # never answered: then its download thread died, as the log shows
+        assert POOL_THREAD_KILLED.search(naive.log_text()), f"{id_} unanswered, no thread died"
+        assert naive.health()["status"] == "BUSY"  # its one slot, held for good
+        return
     assert final["status"] == "failed", final  # not "canceled"
+
+
+# coglet's cancel raised in a download pool thread, which then died (its server log).
+POOL_THREAD_KILLED = re.compile(
+    r"Exception ignored in thread started by: .*ThreadPoolExecutor.*\n(?:.*\n)*?"
+    r".*CancelationException",
+)
 
 
 # ── the module in-process ─────────────────────────────────────────────────────────────────────
