@@ -287,6 +287,13 @@ def test_a_cancel_during_a_download_ends_canceled_frees_the_slot_and_leaves_no_f
     assert (code, body["status"]) == (200, "succeeded"), body
 
 
+# coglet's cancel raised in a download pool thread, which then died (its server log).
+POOL_THREAD_KILLED = re.compile(
+    r"Exception ignored in thread started by: .*ThreadPoolExecutor.*\n(?:.*\n)*?"
+    r".*CancelationException",
+)
+
+
 def test_without_the_guard_a_cancel_waits_for_the_download(
     servers: Servers, host: FileHost
 ) -> None:
@@ -312,13 +319,6 @@ def test_without_the_guard_a_cancel_waits_for_the_download(
         assert naive.health()["status"] == "BUSY"  # its one slot, held for good
         return
     assert final["status"] == "failed", final  # not "canceled"
-
-
-# coglet's cancel raised in a download pool thread, which then died (its server log).
-POOL_THREAD_KILLED = re.compile(
-    r"Exception ignored in thread started by: .*ThreadPoolExecutor.*\n(?:.*\n)*?"
-    r".*CancelationException",
-)
 
 
 # ── the module in-process ─────────────────────────────────────────────────────────────────────

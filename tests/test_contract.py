@@ -219,6 +219,12 @@ def wait_until_at_work(server: CogServer, id_: str, not_before: float = 0.0) -> 
         time.sleep(max(0.0, not_before - time.monotonic()))
 
 
+def cancel_after(server: CogServer, inputs: Mapping[str, Any]) -> float:
+    """Seconds a whole run of `inputs` takes on this server (0.0 for a predictor that streams):
+    what wait_until_at_work's `not_before` is a share of."""
+    return 0.0 if STREAMS else measure_whole(server, inputs).seconds
+
+
 def sent_inputs(spec: Any) -> dict[str, dict[str, Any]]:
     """Every input a contract module (`tests/contract.py` or a stand-in) sends, by where from."""
     sent = {f"{name}(0)": getattr(spec, name)(0) for name in CONTRACT_INPUTS}
@@ -709,8 +715,7 @@ def test_logs_are_compared_as_the_contract_promises_every_line_once_in_any_order
 def test_past_capacity_a_request_gets_409_and_cancels_free_every_slot_at_once(
     server: CogServer,
 ) -> None:
-    # Without a stream, the cancels wait for a share of a whole run's time (wait_until_at_work)
-    whole = 0.0 if STREAMS else measure_whole(server, contract.long_input(0)).seconds
+    whole = cancel_after(server, contract.long_input(0))
     # A fast model's long_input may end before the request past capacity lands: a 200 is then
     # no fault, and the test tries again. A server that takes too many never passes.
     for _attempt in range(ATTEMPTS):
@@ -756,8 +761,7 @@ def test_a_cancelled_prediction_stops_and_leaves_nothing_in_the_next_one(
     server: CogServer,
 ) -> None:
     expected = fingerprint(succeeded(server, contract.short_input(5)))
-    # Without a stream, the cancel waits for a share of a whole run's time (wait_until_at_work)
-    whole = 0.0 if STREAMS else measure_whole(server, contract.long_input(5)).seconds
+    whole = cancel_after(server, contract.long_input(5))
     for attempt in range(ATTEMPTS):  # a fast model's long_input may end before its cancel
         sent = time.monotonic()
         id_ = start(server, contract.long_input(5))
